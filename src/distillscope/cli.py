@@ -1,0 +1,192 @@
+"""The ``distillscope`` command: inspect, analyze, demo.
+
+Errors print one line (``distillscope: error: ...``) and exit with status 1, or 2 for a wrong
+command line; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._errors import DistillscopeError
+from ._version import __version__
+
+EXIT_ERROR = 1
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .store import validate_store
+
+    with validate_store(args.store, deep=args.deep, allow_incomplete=args.allow_incomplete) as st:
+        a = st.attrs
+        print(f"{st.path}  distillscope store v{a.get('format_version')}  "
+              f"complete={bool(a.get('complete'))}")
+        print(f"  producer {a.get('producer')} {a.get('producer_version')}, created {a.get('created')}")
+        extra = []
+        if st.labels is not None:
+            extra.append(f"{len(set(st.labels.tolist()))} labels")
+        if st.splits is not None:
+            names, counts = __import__("numpy").unique(st.splits, return_counts=True)
+            extra.append(", ".join(f"{c} {s}" for s, c in zip(names, counts)))
+        print(f"  samples {st.n_samples}" + (f" ({'; '.join(extra)})" if extra else ""))
+        print("  conditions:")
+        for name, attrs in st.conditions.items():
+            params = ", ".join(f"{k}={v}" for k, v in attrs.items() if k != "kind")
+            print(f"    {name:<20} {attrs.get('kind')}" + (f" ({params})" if params else ""))
+        print("  models:")
+        for name, m in st.models.items():
+            extra = ", ".join(f"{k}={v}" for k, v in m.attrs.items())
+            print(f"    {name:<20} {m.role:<8} {m.architecture}  {m.n_params:,} params"
+                  + (f"  [{extra}]" if extra else ""))
+            for condition in st.conditions:
+                for layer, info in st.layers(name, condition).items():
+                    detail = ""
+                    if info.kind == "tokens":
+                        detail = f" grid {info.grid[0]}x{info.grid[1]} + {info.num_prefix_tokens} prefix"
+                    print(f"      {condition + '/' + layer:<30} {info.kind:<9} "
+                          f"{_fmt_shape(info.shape)} {info.dtype}{detail}")
+        print("  valid" + (" (every value read: checksums and finiteness verified)" if args.deep
+                           else " (structure; --deep also reads every value)"))
+    return 0
+
+
+def _table(results, limit_estimator: str) -> str:
+    lines = []
+    ranks = results["effective_rank"].sel(estimator=limit_estimator)
+    header = f"{'model':<20} {'condition':<16} {'layer':<12} {limit_estimator:>16} {'dims@90%':>9}"
+    lines.append(header)
+    n90 = results["effective_rank"].sel(estimator="n_components_90")
+    for m in results.model.values:
+        for c in results.condition.values:
+            for layer in results.layer.values:
+                if not bool(results["available"].sel(model=m, condition=c, layer=layer)):
+                    continue
+                r = float(ranks.sel(model=m, condition=c, layer=layer))
+                k = int(n90.sel(model=m, condition=c, layer=layer))
+                lines.append(f"{m:<20} {c:<16} {layer:<12} {r:16.2f} {k:9d}")
+    return "\n".join(lines)
+
+
+def _run_analysis(args: argparse.Namespace, store, output: Path):
+    from .analysis import analyze
+    from .conventions import get_convention
+    from .results import save_results
+    from .store import check_output_path
+
+    check_output_path(output, overwrite=args.overwrite, what="results file")
+    start = time.perf_counter()
+    results = analyze(store, models=args.models, conditions=args.conditions, layers=args.layers,
+                      convention=args.convention, l2_normalize=args.l2_normalize,
+                      center=args.center, pooling=args.pooling, rows=args.rows,
+                      allow_incomplete=getattr(args, "allow_incomplete", False),
+                      progress=not args.quiet)
+    save_results(results, output, overwrite=args.overwrite)
+    primary = get_convention(args.convention).primary
+    print(_table(results, primary))
+    print(f"wrote {output} ({time.perf_counter() - start:.1f} s, convention {args.convention})")
+    return results
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    _run_analysis(args, args.store, Path(args.output))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import make_demo_store
+    from .store import check_output_path
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store, results = out / "store.h5", out / "results.nc"
+    check_output_path(store, overwrite=args.overwrite, what="store")
+    check_output_path(results, overwrite=args.overwrite, what="results file")
+    make_demo_store(store, n_samples=args.samples, overwrite=args.overwrite)
+    print(f"wrote {store} (synthetic teacher and students, {args.samples} samples)")
+    args.output = str(results)
+    _run_analysis(args, store, results)
+    print(f"next: distillscope inspect {store}   |   python -c \"import distillscope; "
+          f"print(distillscope.load_results('{results}'))\"")
+    return 0
+
+
+def _analysis_options(p: argparse.ArgumentParser) -> None:
+    from .conventions import CONVENTIONS
+    from .pooling import POOLINGS
+
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--convention", default="default", choices=list(CONVENTIONS),
+                   help="named preprocessing and estimator choices (default: %(default)s)")
+    p.add_argument("--l2-normalize", dest="l2_normalize", action=argparse.BooleanOptionalAction,
+                   default=None, help="L2-normalise samples (default: as the convention says)")
+    p.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
+                   help="centre for every estimator (default: as the convention says)")
+    p.add_argument("--pooling", default="auto", choices=list(POOLINGS),
+                   help="how maps and tokens become vectors (default: %(default)s)")
+    p.add_argument("--models", nargs="+", metavar="MODEL", help="only these models")
+    p.add_argument("--conditions", nargs="+", metavar="COND", help="only these conditions")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="only these layers")
+    p.add_argument("--rows", type=int, default=None, help="samples per streamed block")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillscope",
+        description="Spectral diagnostics of distilled models from saved features.")
+    parser.add_argument("--version", action="version", version=f"distillscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="list and validate the contents of a feature store")
+    p.add_argument("store", help="feature store (.h5)")
+    p.add_argument("--deep", action="store_true",
+                   help="also read every value: verify checksums and find NaN/Inf")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="inspect a store whose writer did not finish")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("analyze", help="compute spectra and effective ranks of a store")
+    p.add_argument("store", help="feature store (.h5)")
+    p.add_argument("-o", "--output", required=True, help="results file to write (.nc)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="analyse a store whose writer did not finish")
+    _analysis_options(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("demo", help="generate a synthetic store and analyse it")
+    p.add_argument("--out", default="distillscope-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=2000, help="samples (default: %(default)s)")
+    _analysis_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DistillscopeError, OSError) as err:
+        if args.debug:
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"distillscope: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("distillscope: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

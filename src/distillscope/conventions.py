@@ -1,0 +1,104 @@
+"""Named conventions: the preprocessing and estimator choices of one paper, bundled.
+
+Papers report "effective rank" under incompatible choices (L2-normalised or not, centred or not,
+entropy of variances or of singular values, an epsilon in the log, how seeds are combined).
+A convention fixes all of them, so a number computed here can stand next to the published one.
+Every result records the convention and each estimator's resolved ``center`` and ``eps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ._errors import InputError
+from .dimensionality import ESTIMATORS
+
+__all__ = ["Convention", "CONVENTIONS", "get_convention"]
+
+
+@dataclass(frozen=True)
+class Convention:
+    """Preprocessing and estimator settings of one paper or standard.
+
+    Attributes
+    ----------
+    name : str
+    l2_normalize : bool
+        L2-normalise every sample before anything else.
+    center : bool or None
+        Centre for every estimator, or None to keep each estimator's published choice.
+    eps : mapping of str to float
+        Per-estimator regularisers that replace the published defaults.
+    primary : str
+        The estimator the source reports as its headline number.
+    threshold : float
+        The variance fraction its "dimensions for x% variance" uses.
+    seed_aggregation : {"spectrum_mean", "rank_mean"}
+        ``"spectrum_mean"``: rank of the seed-averaged singular values (arXiv 2603.06698);
+        ``"rank_mean"``: mean of per-seed ranks.
+    source : str
+        Citation.
+    """
+
+    name: str
+    l2_normalize: bool
+    center: bool | None
+    eps: Mapping[str, float] = field(default_factory=dict)
+    primary: str = "erank_variance"
+    threshold: float = 0.90
+    seed_aggregation: str = "rank_mean"
+    source: str = ""
+
+    def resolve(self, estimator: str, *, center: bool | None = None) -> tuple[bool, float]:
+        """(center, eps) for ``estimator`` under this convention, with an explicit override."""
+        spec = ESTIMATORS[estimator]
+        if center is None:
+            center = spec.center if self.center is None else self.center
+        return bool(center), float(self.eps.get(estimator, spec.eps))
+
+
+CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
+    c.name: c
+    for c in (
+        Convention(
+            name="default",
+            l2_normalize=False,
+            center=None,
+            primary="erank_variance",
+            source="each estimator as its own source defines it (docs/metrics.md)",
+        ),
+        Convention(
+            name="arxiv_2603_06698",
+            l2_normalize=True,
+            center=True,
+            eps=MappingProxyType({"erank_variance": 1e-10, "erank_singular": 1e-10}),
+            primary="erank_variance",
+            threshold=0.90,
+            seed_aggregation="spectrum_mean",
+            source="arXiv 2603.06698 (L2-normalise, centre, variance entropy with 1e-10 in the "
+                   "log, dims for 90% variance, rank of the seed-averaged singular values)",
+        ),
+        Convention(
+            name="rankme",
+            l2_normalize=False,
+            center=False,
+            eps=MappingProxyType({"rankme": 1e-7}),
+            primary="rankme",
+            source="Garrido et al., arXiv 2210.02885 (uncentred singular values, eps 1e-7)",
+        ),
+    )
+})
+
+
+def get_convention(name: str | Convention) -> Convention:
+    """Return the convention named ``name`` (or ``name`` itself if it is one)."""
+    if isinstance(name, Convention):
+        return name
+    try:
+        return CONVENTIONS[name]
+    except KeyError:
+        raise InputError(
+            f"convention must be one of {', '.join(CONVENTIONS)}; got {name!r}"
+        ) from None

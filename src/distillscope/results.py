@@ -1,0 +1,73 @@
+"""Saving and loading result datasets: netCDF (h5netcdf engine), written atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ._errors import OutputError
+from .store import check_output_path
+
+__all__ = ["save_results", "load_results"]
+
+
+def _netcdf_attrs(attrs: dict) -> dict:
+    """netCDF attributes cannot be bool or None: store them as int and str."""
+    out = {}
+    for key, value in attrs.items():
+        if isinstance(value, (bool, np.bool_)):
+            value = int(value)
+        elif value is None:
+            value = "none"
+        out[key] = value
+    return out
+
+
+def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> Path:
+    """Write a result dataset to netCDF atomically.
+
+    The dataset is written to a temporary file in the destination folder, synced, then moved
+    into place: readers never see a half-written file and a failed write leaves any existing
+    file untouched. Without ``overwrite`` an existing file is never replaced, even one that
+    appears while the results are being written.
+
+    Raises
+    ------
+    OutputError
+        If ``path`` exists and ``overwrite`` is False, or its folder is missing or read-only.
+    """
+    path = Path(path)
+    check_output_path(path, overwrite=overwrite, what="results file")
+    ds = results.copy()
+    ds.attrs = _netcdf_attrs(ds.attrs)
+    for name in list(ds.variables):
+        ds[name].attrs = _netcdf_attrs(ds[name].attrs)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: never clobber
+            except FileExistsError:
+                raise OutputError(
+                    f"{path}: the results file appeared while writing; pass overwrite=True "
+                    "(--overwrite) to replace it"
+                ) from None
+    except PermissionError as err:
+        raise OutputError(f"{path}: cannot write ({err.strerror}); choose another output path") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Load a result file written by ``save_results`` into memory."""
+    return xr.load_dataset(path, engine="h5netcdf")
