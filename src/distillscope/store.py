@@ -240,7 +240,7 @@ class StoreWriter:
         self._compression = compression
         self._partial = self.path.with_name(self.path.name + ".partial")
         self._layers: dict[str, LayerWriter] = {}
-        self._file = h5py.File(self._partial, "w")
+        self._file = h5py.File(self._partial, "w", track_order=True)
         try:
             root = self._file.attrs
             root["format"] = FORMAT
@@ -255,7 +255,7 @@ class StoreWriter:
             root["numpy_version"] = np.__version__
             root["h5py_version"] = h5py.__version__
             root["hdf5_version"] = h5py.version.hdf5_version
-            samples = self._file.create_group("samples")
+            samples = self._file.create_group("samples", track_order=True)
             samples.create_dataset("id", data=self.sample_ids)
             if labels is not None:
                 labels = np.asarray(labels)
@@ -271,8 +271,8 @@ class StoreWriter:
                     raise InputError(f"splits must be {self.n_samples} strings; got shape {splits.shape}")
                 samples.create_dataset("split", data=splits.astype(str).astype(object),
                                        dtype=h5py.string_dtype())
-            self._file.create_group("conditions")
-            self._file.create_group("models")
+            self._file.create_group("conditions", track_order=True)
+            self._file.create_group("models", track_order=True)
         except BaseException:
             self.abort()
             raise
@@ -280,7 +280,8 @@ class StoreWriter:
     # -- structure --------------------------------------------------------------------------
     def add_condition(self, name: str, kind: str = "clean", **params: Any) -> None:
         """Declare an input condition (``kind`` e.g. "clean", "gaussian_noise"; parameters as attrs)."""
-        group = self._file["conditions"].create_group(_check_name("condition", name))
+        group = self._file["conditions"].create_group(_check_name("condition", name),
+                                                      track_order=True)
         group.attrs["kind"] = kind
         for key, value in params.items():
             group.attrs[key] = _attr_value(value)
@@ -294,7 +295,7 @@ class StoreWriter:
             g.attrs.get("role") == "teacher" for g in self._file["models"].values()
         ):
             raise InputError(f"model {name!r}: the store already has a teacher")
-        group = self._file["models"].create_group(_check_name("model", name))
+        group = self._file["models"].create_group(_check_name("model", name), track_order=True)
         group.attrs["role"] = role
         group.attrs["architecture"] = architecture
         group.attrs["n_params"] = int(n_params)
@@ -331,7 +332,9 @@ class StoreWriter:
                 )
         row_bytes = dtype.itemsize * int(np.prod(sample_shape))
         rows = max(1, min(self.n_samples, _CHUNK_BYTES // max(row_bytes, 1)))
-        group = self._file["models"][model].require_group(condition)
+        models = self._file["models"][model]
+        group = models[condition] if condition in models else models.create_group(
+            condition, track_order=True)
         ds = group.create_dataset(
             layer, shape=(self.n_samples, *sample_shape), dtype=dtype,
             chunks=(rows, *sample_shape), fletcher32=True, compression=self._compression,
@@ -462,7 +465,8 @@ class Store:
             for name, group in file["conditions"].items()
         }
         self.models = {}
-        for name, group in file["models"].items():
+        groups = sorted(file["models"].items(), key=lambda item: item[1].attrs.get("role") != "teacher")
+        for name, group in groups:  # the teacher first, then the file's order
             attrs = {k: _plain(v) for k, v in group.attrs.items()}
             self.models[name] = ModelInfo(
                 name=name, role=attrs.pop("role"), architecture=str(attrs.pop("architecture")),
@@ -486,7 +490,8 @@ class Store:
         """Yield ``(start, block)`` over the samples of a layer, in whole HDF5 chunks.
 
         ``rows`` defaults to about 32 MiB per block, rounded to a multiple of the chunk rows.
-        Checksum failures and read errors become StoreError naming the file and path.
+        Each block is a view of one reused buffer, valid until the next step: copy it to keep
+        it. Checksum failures and read errors become StoreError naming the file and path.
         """
         ds = self._file[info.path]
         n = ds.shape[0]
