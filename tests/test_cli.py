@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,9 +14,12 @@ from distillscope.cli import main
 from conftest import write_store
 
 
+SCRIPT = Path(sys.executable).with_name("distillscope")  # the console script of this environment
+
+
 def _run(*args):
     """The installed console script, as a user runs it."""
-    return subprocess.run(["distillscope", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 
 
 def test_console_script_analyze_and_inspect(tmp_path, small_store):

@@ -13,56 +13,52 @@ import. ``fastmath`` is off: the finiteness checks below rely on IEEE NaN semant
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["prepare_rows"]
 
 _TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def prepare_rows(src, shift, l2_normalize, out, colsum_blocks):  # pragma: no cover - jitted
+@njit(cache=True, nogil=True)
+def prepare_rows(src, shift, l2_normalize, out, colsum):  # pragma: no cover - jitted
     """Convert rows to float64, optionally L2-normalise them, subtract ``shift``; one pass.
 
     For every row ``x`` of ``src`` (n, d): ``y = x / max(||x||, 1e-12) - shift`` when
-    ``l2_normalize`` else ``y = x - shift``, written to ``out`` (n, d) float64. Column sums of
-    ``y`` are accumulated per block of rows into ``colsum_blocks`` (n_blocks, d), which the
-    caller adds up; rows are split evenly into ``n_blocks`` parallel blocks.
+    ``l2_normalize`` else ``y = x - shift``, written to ``out`` (n, d) float64; the column sums
+    of ``y`` are written to ``colsum`` (d,).
 
     Returns ``(n_bad_rows, n_zero_rows)``: the number of rows holding a NaN or an infinity
     (detected as a NaN in the running sum of ``x - x``), and with ``l2_normalize`` the number of
     rows whose norm is zero (they stay zero, as in ``torch.nn.functional.normalize``).
+
+    Serial on purpose: between BLAS calls OpenBLAS's worker threads keep spinning, and a
+    two-thread ``prange`` version ran twice as slow inside the streaming loop as this one
+    (``benchmarks/bench_spectrum.py``, docs/performance.md).
     """
     n, d = src.shape
-    n_blocks = colsum_blocks.shape[0]
-    bad = np.zeros(n_blocks, np.int64)
-    zero = np.zeros(n_blocks, np.int64)
-    for b in prange(n_blocks):
-        lo = b * n // n_blocks
-        hi = (b + 1) * n // n_blocks
-        colsum = colsum_blocks[b]
-        for j in range(d):
-            colsum[j] = 0.0
-        for i in range(lo, hi):
-            check = 0.0
-            scale = 1.0
-            if l2_normalize:
-                sumsq = 0.0
-                for j in range(d):
-                    v = np.float64(src[i, j])
-                    sumsq += v * v
-                    check += v - v
-                norm = np.sqrt(sumsq)
-                if norm == 0.0:
-                    zero[b] += 1
-                scale = 1.0 / max(norm, _TINY_NORM)
+    bad = 0
+    zero = 0
+    for j in range(d):
+        colsum[j] = 0.0
+    for i in range(n):
+        check = 0.0
+        scale = 1.0
+        if l2_normalize:
+            sumsq = 0.0
             for j in range(d):
                 v = np.float64(src[i, j])
-                if not l2_normalize:
-                    check += v - v
-                y = v * scale - shift[j]
-                out[i, j] = y
-                colsum[j] += y
-            if check != 0.0:  # NaN compares unequal to everything
-                bad[b] += 1
-    return bad.sum(), zero.sum()
+                sumsq += v * v
+            norm = np.sqrt(sumsq)
+            if norm == 0.0:
+                zero += 1
+            scale = 1.0 / max(norm, _TINY_NORM)
+        for j in range(d):
+            v = np.float64(src[i, j])
+            check += v - v
+            y = v * scale - shift[j]
+            out[i, j] = y
+            colsum[j] += y
+        if check != 0.0:  # NaN compares unequal to everything
+            bad += 1
+    return bad, zero

@@ -21,8 +21,6 @@ column sums, finiteness check) and one BLAS ``syrk`` (``Y^T Y``); ``benchmarks/`
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ._errors import InputError
@@ -43,10 +41,6 @@ class NonFiniteError(InputError):
             f"features hold NaN or infinite values in {n_bad_rows} row(s), first at row {row}, "
             f"feature {column}; remove or repair those samples before the analysis"
         )
-
-
-def _n_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 64))
 
 
 class SecondMoments:
@@ -95,7 +89,7 @@ class SecondMoments:
         self._sum: np.ndarray | None = None  # S = sum(x - shift)
         self._cross: np.ndarray | None = None  # C = sum((x - shift)(x - shift)^T)
         self._buffer = np.empty((0, self.n_features))
-        self._colsums = np.empty((_n_threads(), self.n_features))
+        self._colsum = np.empty(self.n_features)
 
     # -- accumulation ---------------------------------------------------------------------
     def update(self, rows: np.ndarray) -> "SecondMoments":
@@ -129,9 +123,8 @@ class SecondMoments:
         if not keep_rows and self._rows is not None:
             self._rows_to_sums()
         shift = self._shift if self._shift is not None else np.zeros(self.n_features)
-        n_blocks = min(self._colsums.shape[0], m)
-        colsums = self._colsums[:n_blocks]
-        n_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, colsums)
+        colsum = self._colsum
+        n_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, colsum)
         if n_bad:
             bad = ~np.isfinite(rows)
             row, column = np.argwhere(bad)[0]
@@ -141,7 +134,6 @@ class SecondMoments:
             self._rows.append(out.copy())
             self.count += m
             return self
-        colsum = colsums.sum(axis=0)
         if self._shift is None:  # first chunk: shift by its own mean, exactly
             mean = colsum / m
             out -= mean

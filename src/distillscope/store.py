@@ -53,7 +53,7 @@ ROLES = ("teacher", "student")
 LAYER_KINDS = {"embedding": 2, "map": 4, "tokens": 3}
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _CHUNK_BYTES = 1 << 20  # HDF5 chunk size target (h5py's guidance: 10 KiB to 1 MiB)
-_READ_BYTES = 32 << 20  # bytes per streamed read
+_READ_BYTES = 16 << 20  # bytes per streamed read
 
 
 @dataclass(frozen=True)
@@ -489,7 +489,7 @@ class Store:
     def iter_chunks(self, info: LayerInfo, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` over the samples of a layer, in whole HDF5 chunks.
 
-        ``rows`` defaults to about 32 MiB per block, rounded to a multiple of the chunk rows.
+        ``rows`` defaults to about 16 MiB per block, rounded to a multiple of the chunk rows.
         Each block is a view of one reused buffer, valid until the next step: copy it to keep
         it. Checksum failures and read errors become StoreError naming the file and path.
         """
