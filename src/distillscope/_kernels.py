@@ -47,14 +47,14 @@ def prepare_rows(src, shift, l2_normalize, out, colsum):  # pragma: no cover - j
         if l2_normalize:
             sumsq = 0.0
             for j in range(d):
-                v = np.float64(src[i, j])
+                v = float(src[i, j])  # Python float under NUMBA_DISABLE_JIT: no warnings
                 sumsq += v * v
             norm = np.sqrt(sumsq)
             if norm == 0.0:
                 zero += 1
             scale = 1.0 / max(norm, _TINY_NORM)
         for j in range(d):
-            v = np.float64(src[i, j])
+            v = float(src[i, j])  # Python float under NUMBA_DISABLE_JIT: no warnings
             check += v - v
             y = v * scale - shift[j]
             out[i, j] = y

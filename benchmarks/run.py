@@ -1,0 +1,27 @@
+"""Run every benchmark: ``python benchmarks/run.py [--quick] [--no-memory]``.
+
+Each benchmark prints times as ratios against a baseline measured in the same process on the
+same data (absolute times on shared machines mean little) and peak memory per method.
+"""
+
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np  # noqa: E402
+
+import bench_spectrum  # noqa: E402
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    print(f"# {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
+          f"python {platform.python_version()}, numpy {np.__version__}")
+    print("## spectrum: streaming from HDF5 vs in-memory")
+    return bench_spectrum.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The benchmarks stay runnable (timings are printed, never asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_benchmarks_quick():
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "stream (numba prepare)" in proc.stdout and "vs baseline" in proc.stdout
