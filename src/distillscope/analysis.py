@@ -155,7 +155,8 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=st.n_samples * len(entries), unit="sample", unit_scale=True,
-                   desc="analyze", file=sys.stderr, dynamic_ncols=True)
+                   desc="analyze", file=sys.stderr, dynamic_ncols=True,
+                   disable=None)  # None: only on a terminal
     try:
         for info in entries:
             if bar is not None:

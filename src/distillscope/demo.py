@@ -50,7 +50,7 @@ def make_demo_store(path: str | os.PathLike[str], *, n_samples: int = 2000, seed
     scale = np.arange(1, _D + 1, dtype=np.float64) ** -0.535  # teacher eigenvalues ~ i^-1.07
     basis = _orthonormal(rng, _D, _D)
     latent = rng.standard_normal((n, _D))
-    conditions = {"clean": 0.0, "gaussian_0.1": 0.35}
+    conditions = {"clean": 0.0, "latent_noise": 0.35}
     noise = rng.standard_normal((n, _D))
     labels = np.argmax(latent[:, :10], axis=1)
     config = {"generator": "distillscope.demo.make_demo_store", "n_samples": n, "seed": seed}

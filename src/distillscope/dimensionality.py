@@ -340,8 +340,8 @@ def effective_rank(z, estimator: str = "erank_variance", *, center: bool | None 
     --------
     >>> import numpy as np
     >>> z = np.random.default_rng(0).standard_normal((5000, 16))
-    >>> round(effective_rank(z), 1)
-    15.9
+    >>> round(effective_rank(z), 1)  # isotropic: close to d = 16
+    16.0
     """
     spec = _estimator(estimator)
     center = spec.center if center is None else bool(center)

@@ -72,7 +72,7 @@ class SecondMoments:
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((1000, 8))
     >>> a, b = SecondMoments(8), SecondMoments(8)
-    >>> a.update(x[:300]); b.update(x[300:])
+    >>> _ = a.update(x[:300]), b.update(x[300:])
     >>> bool(np.allclose(a.merge(b).covariance(), np.cov(x, rowvar=False)))
     True
     """

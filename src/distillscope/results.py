@@ -61,8 +61,16 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
                     f"{path}: the results file appeared while writing; pass overwrite=True "
                     "(--overwrite) to replace it"
                 ) from None
-    except PermissionError as err:
-        raise OutputError(f"{path}: cannot write ({err.strerror}); choose another output path") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise OutputError(f"{path}: the results file appeared while writing; pass "
+                                      "overwrite=True (--overwrite) to replace it") from None
+                os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write ({err.strerror or err}); choose another output "
+                          "path") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

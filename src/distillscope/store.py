@@ -423,10 +423,10 @@ class StoreWriter:
 
 def check_output_path(path: Path, *, overwrite: bool, what: str) -> None:
     """Refuse an existing output (unless ``overwrite``) or one whose folder cannot be written."""
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: the {what} exists; pass overwrite=True (--overwrite) to replace it")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name for the {what}")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: the {what} exists; pass overwrite=True (--overwrite) to replace it")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{path}: folder {parent} does not exist; create it first")
