@@ -85,7 +85,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
     pooling : {"auto", "mean", "max", "cls", "flatten"}
         How maps and tokens become one vector per sample (``distillscope.pooling``).
     rows : int, optional
-        Samples per streamed block (default: about 16 MiB of stored data).
+        Samples per streamed block (default: up to 16384, at most 128 MiB as float64).
     allow_incomplete : bool, default False
         Read a store whose ``complete`` flag is not set.
     progress : bool, default False
