@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["prepare_rows"]
+__all__ = ["prepare_rows", "topk_rows", "knn_overlap"]
 
 _TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
 
@@ -62,3 +62,50 @@ def prepare_rows(src, shift, l2_normalize, out, colsum):  # pragma: no cover - j
         if check != 0.0:  # NaN compares unequal to everything
             bad += 1
     return bad, zero
+
+
+@njit(cache=True, nogil=True)
+def topk_rows(sims, first_row, idx_out, val_out):  # pragma: no cover - jitted
+    """Indices of the k largest values of each row of ``sims``, its own column excluded.
+
+    ``sims`` is (m, n): rows ``first_row .. first_row + m - 1`` of a similarity matrix, so row r
+    excludes column ``first_row + r``. Writes the indices (descending value; ties to the lower
+    index) into ``idx_out`` (m, k) and the values into ``val_out``. One pass per row with a small
+    sorted buffer: most values fail the comparison against the current k-th best at once.
+    """
+    m, n = sims.shape
+    k = idx_out.shape[1]
+    for r in range(m):
+        own = first_row + r
+        filled = 0
+        for c in range(n):
+            if c == own:
+                continue
+            v = sims[r, c]
+            if filled == k and not v > val_out[r, k - 1]:
+                continue
+            pos = filled if filled < k else k - 1
+            while pos > 0 and v > val_out[r, pos - 1]:
+                if pos < k:
+                    val_out[r, pos] = val_out[r, pos - 1]
+                    idx_out[r, pos] = idx_out[r, pos - 1]
+                pos -= 1
+            val_out[r, pos] = v
+            idx_out[r, pos] = c
+            if filled < k:
+                filled += 1
+
+
+@njit(cache=True, nogil=True)
+def knn_overlap(idx_a, idx_b):  # pragma: no cover - jitted
+    """Sum over rows of the number of indices two (m, k) neighbour lists share."""
+    m, k = idx_a.shape
+    total = 0
+    for r in range(m):
+        for i in range(k):
+            a = idx_a[r, i]
+            for j in range(k):
+                if idx_b[r, j] == a:
+                    total += 1
+                    break
+    return total
