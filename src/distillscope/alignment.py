@@ -57,9 +57,21 @@ def _eigh_desc(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lam[::-1], vec[:, ::-1]
 
 
-def _inv_sqrt(matrix: np.ndarray) -> np.ndarray:
+def _along(v: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``diag(V^T S V)``: the scatter of ``S`` along each column of ``V`` (one BLAS call)."""
+    return np.sum(v * (s @ v), axis=0)
+
+
+def _rank(lam: np.ndarray) -> int:
+    """Numerical rank from descending eigenvalues of a scatter matrix."""
+    if not lam.size or not lam[0] > 0:
+        return 0
+    return int(np.count_nonzero(lam > lam[0] * lam.size * np.finfo(np.float64).eps))
+
+
+def _inv_sqrt(matrix: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Pseudo-inverse square root of a symmetric PSD matrix (rank-revealing)."""
-    lam, vec = _eigh_desc(matrix)
+    lam, vec = _eigh_desc(matrix) if eig is None else eig
     keep = lam > lam[0] * matrix.shape[0] * np.finfo(np.float64).eps if lam.size else lam > 0
     return (vec[:, keep] / np.sqrt(lam[keep])) @ vec[:, keep].T
 
@@ -90,6 +102,7 @@ class PairMoments:
         self._wx = np.zeros(self.d1)  # sum zx * a
         self._v = np.zeros(self.d2)  # sum zy * a
         self._wy = np.zeros(self.d2)  # sum zy * b
+        self._cache: dict = {}  # blocks and eigen-decompositions, cleared by update and merge
 
     @property
     def count(self) -> int:
@@ -103,6 +116,7 @@ class PairMoments:
             raise InputError(f"paired chunks must be 2-D with equal rows; got {x.shape}, {y.shape}")
         if x.shape[0] == 0:
             return self
+        self._cache.clear()
         joint = np.concatenate([x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)],
                                axis=1)
         self.joint.update(joint)
@@ -130,6 +144,7 @@ class PairMoments:
                 or not all(np.array_equal(a, b) for a, b in zip(self._shift, other._shift))):
             raise InputError("PairMoments can only be merged when they share the same shift; "
                              "pass shift=(cx, cy) to every accumulator")
+        self._cache.clear()
         self.joint.merge(other.joint)
         self._scalars += other._scalars
         self._u += other._u
@@ -140,9 +155,21 @@ class PairMoments:
 
     # -- blocks ---------------------------------------------------------------------------
     def blocks(self, center: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Scatter blocks ``(Sxx, Syy, Sxy)`` of the centred (or raw) rows."""
-        s = self.joint.scatter(center=center)
-        return s[: self.d1, : self.d1], s[self.d1:, self.d1:], s[: self.d1, self.d1:]
+        """Scatter blocks ``(Sxx, Syy, Sxy)`` of the centred (or raw) rows (cached)."""
+        key = ("blocks", center)
+        if key not in self._cache:
+            s = self.joint.scatter(center=center)
+            self._cache[key] = (s[: self.d1, : self.d1], s[self.d1:, self.d1:],
+                                s[: self.d1, self.d1:])
+        return self._cache[key]
+
+    def eig(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """Descending eigen-decomposition of the centred ``Sxx`` (side "x") or ``Syy`` (cached)."""
+        key = ("eig", side)
+        if key not in self._cache:
+            sxx, syy, _ = self.blocks()
+            self._cache[key] = _eigh_desc(sxx if side == "x" else syy)
+        return self._cache[key]
 
     def gram(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Centred Gram matrices ``(K, L)`` when the rows are still held (n <= d1 + d2)."""
@@ -282,11 +309,16 @@ def _guard_cca(n: int, d1: int, d2: int, name: str) -> None:
                       stacklevel=3)
 
 
-def _canonical(sxx, syy, sxy):
-    """Canonical correlations and the X-side canonical weights of scatter blocks."""
-    wx, wy = _inv_sqrt(sxx), _inv_sqrt(syy)
+def _canonical(sxx, syy, sxy, eig_x=None, eig_y=None, weights: bool = False):
+    """Canonical correlations (and with ``weights`` the X-side canonical weights)."""
+    eig_x = _eigh_desc(sxx) if eig_x is None else eig_x
+    eig_y = _eigh_desc(syy) if eig_y is None else eig_y
+    wx, wy = _inv_sqrt(sxx, eig_x), _inv_sqrt(syy, eig_y)
+    rank = min(_rank(eig_x[0]), _rank(eig_y[0]))
+    if not weights:
+        rho = np.linalg.svd(wx @ sxy @ wy, compute_uv=False)
+        return np.clip(rho[:rank], 0.0, 1.0), None
     u, rho, _ = np.linalg.svd(wx @ sxy @ wy)
-    rank = min(np.linalg.matrix_rank(wx), np.linalg.matrix_rank(wy))
     return np.clip(rho[:rank], 0.0, 1.0), wx @ u[:, :rank]
 
 
@@ -299,7 +331,9 @@ def cca(x, y=None, *, center: bool = True) -> np.ndarray:
     """
     m = _moments_or_pair(x, y)
     _guard_cca(m.count, m.d1, m.d2, "cca")
-    return _canonical(*m.blocks(center=center))[0]
+    if center:
+        return _canonical(*m.blocks(), m.eig("x"), m.eig("y"))[0]
+    return _canonical(*m.blocks(center=False))[0]
 
 
 def svcca(x, y=None, *, variance: float = 0.99) -> float:
@@ -308,16 +342,16 @@ def svcca(x, y=None, *, variance: float = 0.99) -> float:
     m = _moments_or_pair(x, y)
     sxx, syy, sxy = m.blocks()
 
-    def top(s):
-        lam, vec = _eigh_desc(s)
+    def top(side):
+        lam, vec = m.eig(side)
         p = np.cumsum(np.clip(lam, 0, None)) / max(lam.clip(0).sum(), 1e-300)
         k = int(np.searchsorted(p, variance - 1e-12) + 1)
         return vec[:, :k]
 
-    vx, vy = top(sxx), top(syy)
+    vx, vy = top("x"), top("y")
     _guard_cca(m.count, vx.shape[1], vy.shape[1], "svcca")
     rho, _ = _canonical(vx.T @ sxx @ vx, vy.T @ syy @ vy, vx.T @ sxy @ vy)
-    return float(rho.mean())
+    return float(rho.mean()) if rho.size else float("nan")
 
 
 def pwcca(x, y=None) -> float:
@@ -332,9 +366,13 @@ def pwcca(x, y=None) -> float:
     m = _moments_or_pair(x, y)
     _guard_cca(m.count, m.d1, m.d2, "pwcca")
     sxx, syy, sxy = m.blocks()
-    if np.linalg.matrix_rank(syy) < np.linalg.matrix_rank(sxx):
-        sxx, syy, sxy = syy, sxx, sxy.T
-    rho, weights = _canonical(sxx, syy, sxy)
+    eig_x, eig_y = m.eig("x"), m.eig("y")
+
+    if _rank(eig_y[0]) < _rank(eig_x[0]):
+        sxx, syy, sxy, eig_x, eig_y = syy, sxx, sxy.T, eig_y, eig_x
+    rho, weights = _canonical(sxx, syy, sxy, eig_x, eig_y, weights=True)
+    if not rho.size:  # a constant layer has no canonical direction
+        return float("nan")
     a = np.abs(sxx @ weights).sum(axis=0)  # <h_i, x_j> = (Sxx w_i)_j with ||h_i|| = 1
     return float(a @ rho / a.sum())
 
@@ -372,8 +410,8 @@ def principal_angles(x, y=None, *, k: int = 10, space: str = "sample") -> np.nda
     """
     m = _moments_or_pair(x, y)
     sxx, syy, sxy = m.blocks()
-    lx, vx = _eigh_desc(sxx)
-    ly, vy = _eigh_desc(syy)
+    lx, vx = m.eig("x")
+    ly, vy = m.eig("y")
     k = int(k)
     if not 1 <= k <= min(m.d1, m.d2, m.count - 1):
         raise InputError(f"k must lie in 1..min(d1, d2, n - 1) = {min(m.d1, m.d2, m.count - 1)}; got {k}")
@@ -410,10 +448,16 @@ def procrustes_angular(x, y=None, *, alpha: float = 1.0) -> float:
     m = _moments_or_pair(x, y)
     sxx, syy, sxy = m.blocks()
     n = m.count
-    wx = alpha * np.eye(m.d1) + (1 - alpha) * _inv_sqrt(sxx / n)
-    wy = alpha * np.eye(m.d2) + (1 - alpha) * _inv_sqrt(syy / n)
+    if alpha == 1.0:
+        wx, wy = np.eye(m.d1), np.eye(m.d2)
+    else:
+        (lx, vx), (ly, vy) = m.eig("x"), m.eig("y")
+        wx = alpha * np.eye(m.d1) + (1 - alpha) * _inv_sqrt(sxx / n, (lx / n, vx))
+        wy = alpha * np.eye(m.d2) + (1 - alpha) * _inv_sqrt(syy / n, (ly / n, vy))
     nuclear = np.linalg.svd(wx.T @ sxy @ wy, compute_uv=False).sum()
-    norms = math.sqrt(np.trace(wx.T @ sxx @ wx) * np.trace(wy.T @ syy @ wy))
+    norms = math.sqrt(max(np.trace(wx.T @ sxx @ wx) * np.trace(wy.T @ syy @ wy), 0.0))
+    if not norms > 0:  # a constant representation has no shape
+        return float("nan")
     return float(np.arccos(np.clip(nuclear / norms, -1.0, 1.0)))
 
 
@@ -429,10 +473,11 @@ def variance_captured(x, y=None) -> np.ndarray:
     if m.d1 != m.d2:
         raise InputError(f"variance_captured needs the student in the teacher's space (d1 == d2); "
                          f"got {m.d1} and {m.d2}")
-    sxx, syy, _ = m.blocks()
-    _, vx = _eigh_desc(sxx)
-    along = np.einsum("ij,ik,kj->j", vx, syy, vx)
-    return np.cumsum(along) / np.trace(syy)
+    _, syy, _ = m.blocks()
+    _, vx = m.eig("x")
+    along = _along(vx, syy)
+    total = np.trace(syy)
+    return np.cumsum(along) / total if total > 0 else np.full(m.d1, np.nan)
 
 
 def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
@@ -466,26 +511,31 @@ def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
     stats = [f.joint._centered() for f in folds]
     n_all = sum(s[0] for s in stats)
     mean_all = sum(s[0] * s[1] for s in stats) / n_all
-    m2_all = sum(s[2] + s[0] * np.outer(s[1] - mean_all, s[1] - mean_all) for s in stats)
+    about_all = [s[2] + s[0] * np.outer(s[1] - mean_all, s[1] - mean_all) for s in stats]
+    m2_all = sum(about_all)
     _, v = _eigh_desc(m2_all[:d1, :d1])
     residual = np.zeros((d1, d1))
     held_out = np.zeros((d1, d1))
     for i, (n_f, mean_f, m2_f) in enumerate(stats):
-        rest = [s for j, s in enumerate(stats) if j != i]
-        n_r = sum(s[0] for s in rest)
-        mean_r = sum(s[0] * s[1] for s in rest) / n_r
-        m2_r = sum(s[2] + s[0] * np.outer(s[1] - mean_r, s[1] - mean_r) for s in rest)
+        # the other folds' scatter about their own mean, by the parallel-axis theorem
+        n_r = n_all - n_f
+        mean_r = (n_all * mean_all - n_f * mean_f) / n_r
+        m2_r = m2_all - about_all[i] - n_r * np.outer(mean_r - mean_all, mean_r - mean_all)
         syy, syt = m2_r[d1:, d1:], m2_r[d1:, :d1]
         penalty = ridge * np.trace(syy) / d2
-        w = np.linalg.solve(syy + penalty * np.eye(d2), syt)  # (d2, d1)
+        if penalty > 0:
+            w = np.linalg.solve(syy + penalty * np.eye(d2), syt)  # (d2, d1)
+        else:  # a constant student predicts nothing beyond the mean
+            w = np.zeros((d2, d1))
         delta = mean_f - mean_r
         about = m2_f + n_f * np.outer(delta, delta)  # held-out scatter about the train mean
         s_tt, s_ty, s_yy = about[:d1, :d1], about[:d1, d1:], about[d1:, d1:]
         residual += s_tt - s_ty @ w - w.T @ s_ty.T + w.T @ s_yy @ w
         held_out += m2_f[:d1, :d1]
-    predictivity = 1.0 - np.trace(residual) / np.trace(held_out)
-    along_res = np.einsum("ij,ik,kj->j", v, residual, v)
-    along_tt = np.einsum("ij,ik,kj->j", v, held_out, v)
+    total = np.trace(held_out)
+    predictivity = 1.0 - np.trace(residual) / total if total > 0 else float("nan")
+    along_res = _along(v, residual)
+    along_tt = _along(v, held_out)
     with np.errstate(invalid="ignore", divide="ignore"):
         spectrum = np.where(along_tt > 0, 1.0 - along_res / along_tt, np.nan)
     return float(predictivity), spectrum

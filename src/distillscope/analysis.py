@@ -68,7 +68,8 @@ def analyze(store, *, models: Sequence[str] | None = None,
             conditions: Sequence[str] | None = None, layers: Sequence[str] | None = None,
             convention: str | Convention = "default", l2_normalize: bool | None = None,
             center: bool | None = None, pooling: str = "auto", rows: int | None = None,
-            allow_incomplete: bool = False, progress: bool = False) -> xr.Dataset:
+            allow_incomplete: bool = False, alignment: bool = True,
+            progress: bool = False) -> xr.Dataset:
     """Eigen-spectra and every effective-rank estimator for each model, condition and layer.
 
     Parameters
@@ -88,6 +89,10 @@ def analyze(store, *, models: Sequence[str] | None = None,
         Samples per streamed block (default: up to 16384, at most 128 MiB as float64).
     allow_incomplete : bool, default False
         Read a store whose ``complete`` flag is not set.
+    alignment : bool, default True
+        Also compare every student with the teacher (``docs/metrics.md`` section 2): adds the
+        variables of ``distillscope.alignment_analysis`` with dims (student, condition,
+        teacher_layer, student_layer); needs a teacher and at least one student.
     progress : bool, default False
         Show a progress bar on standard error.
 
@@ -113,14 +118,15 @@ def analyze(store, *, models: Sequence[str] | None = None,
     st = open_store(store, allow_incomplete=allow_incomplete) if own else store
     try:
         return _analyze(st, models, conditions, layers, conv, l2, spectrum_center, settings,
-                        pooling, rows, progress)
+                        pooling, rows, alignment, progress)
     finally:
         if own:
             st.close()
 
 
 def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
-             spectrum_center: bool, settings: dict, pooling: str, rows, progress) -> xr.Dataset:
+             spectrum_center: bool, settings: dict, pooling: str, rows, alignment: bool,
+             progress) -> xr.Dataset:
     if st.n_samples < 2:
         raise StoreError(st.path, "/samples/id",
                          f"holds {st.n_samples} sample; spectra of centred data need at least 2")
@@ -154,7 +160,9 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=st.n_samples * len(entries), unit="sample", unit_scale=True,
+        n_students = sum(st.models[m].role == "student" for m in model_names)
+        passes = len(entries) + (n_students * len(condition_names) if alignment else 0)
+        bar = tqdm(total=st.n_samples * passes, unit="sample", unit_scale=True,
                    desc="analyze", file=sys.stderr, dynamic_ncols=True,
                    disable=None)  # None: only on a terminal
     try:
@@ -180,6 +188,12 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
             zero_norm[idx] = moments.zero_norm_rows
             pooled_how[idx] = resolve_pooling(info, pooling)
             per_entry_spectrum[(info.model, info.condition, info.layer)] = lam[True]
+        aligned = None
+        if alignment:
+            from .alignment_analysis import alignment_dataset
+
+            aligned = alignment_dataset(st, model_names, condition_names, layer_names, conv, l2,
+                                        pooling, rows, n_comp, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -261,7 +275,10 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
         "created": created,
         "versions": _versions(),
     }
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    result = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    if aligned is not None:
+        result = xr.merge([result, aligned], join="exact", combine_attrs="no_conflicts")
+    return result
 
 
 def _add_seed_aggregates(data_vars, coords, conv, settings, infos, condition_names,

@@ -75,6 +75,25 @@ def _table(results, limit_estimator: str) -> str:
     return "\n".join(lines)
 
 
+def _alignment_table(results) -> str:
+    columns = {"linear_cka": "CKA", "linear_cka_debiased": "CKA debiased", "svcca": "SVCCA",
+               "mutual_knn": "mutual kNN", "linear_predictivity": "CV R^2"}
+    names = list(columns)
+    lines = [f"{'student':<20} {'condition':<16} {'teacher/student layer':<26} "
+             + " ".join(f"{label:>13}" for label in columns.values())]
+    for s in results.student.values:
+        for c in results.condition.values:
+            for t in results.teacher_layer.values:
+                for layer in results.student_layer.values:
+                    values = [float(results[n].sel(student=s, condition=c, teacher_layer=t,
+                                                   student_layer=layer)) for n in names]
+                    if all(v != v for v in values):  # all NaN: the pair does not exist
+                        continue
+                    lines.append(f"{s:<20} {c:<16} {t + '/' + layer:<26} "
+                                 + " ".join(f"{v:13.3f}" for v in values))
+    return "\n".join(lines)
+
+
 def _run_analysis(args: argparse.Namespace, store, output: Path):
     from .analysis import analyze
     from .conventions import get_convention
@@ -87,10 +106,12 @@ def _run_analysis(args: argparse.Namespace, store, output: Path):
                       convention=args.convention, l2_normalize=args.l2_normalize,
                       center=args.center, pooling=args.pooling, rows=args.rows,
                       allow_incomplete=getattr(args, "allow_incomplete", False),
-                      progress=not args.quiet)
+                      alignment=args.alignment, progress=not args.quiet)
     save_results(results, output, overwrite=args.overwrite)
     primary = get_convention(args.convention).primary
     print(_table(results, primary))
+    if "linear_cka" in results:
+        print(_alignment_table(results))
     print(f"wrote {output} ({time.perf_counter() - start:.1f} s, convention {args.convention})")
     return results
 
@@ -135,6 +156,8 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conditions", nargs="+", metavar="COND", help="only these conditions")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="only these layers")
     p.add_argument("--rows", type=int, default=None, help="samples per streamed block")
+    p.add_argument("--no-alignment", dest="alignment", action="store_false",
+                   help="skip the teacher-student alignment metrics")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

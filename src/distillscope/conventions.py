@@ -40,6 +40,11 @@ class Convention:
         ``"rank_mean"``: mean of per-seed ranks.
     source : str
         Citation.
+    infonce_tau, infonce_batch, infonce_reduction
+        InfoNCE temperature, consecutive batch size, and "sample" (mean over samples) or "batch"
+        (mean of per-batch means) reduction.
+    uniformity_batch, uniformity_diagonal
+        Uniformity over all pairs (None) or per consecutive batch, with or without i = j.
     """
 
     name: str
@@ -50,6 +55,11 @@ class Convention:
     threshold: float = 0.90
     seed_aggregation: str = "rank_mean"
     source: str = ""
+    infonce_tau: float = 0.1
+    infonce_batch: int = 64
+    infonce_reduction: str = "sample"
+    uniformity_batch: int | None = None
+    uniformity_diagonal: bool = False
 
     def resolve(self, estimator: str, *, center: bool | None = None) -> tuple[bool, float]:
         """(center, eps) for ``estimator`` under this convention, with an explicit override."""
@@ -78,7 +88,12 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
             threshold=0.90,
             seed_aggregation="spectrum_mean",
             source="arXiv 2603.06698 (L2-normalise, centre, variance entropy with 1e-10 in the "
-                   "log, dims for 90% variance, rank of the seed-averaged singular values)",
+                   "log, dims for 90% variance, rank of the seed-averaged singular values; "
+                   "InfoNCE tau 0.1 over consecutive batches of 64 averaged per batch; "
+                   "uniformity per batch of 64 with the diagonal)",
+            infonce_reduction="batch",
+            uniformity_batch=64,
+            uniformity_diagonal=True,
         ),
         Convention(
             name="rankme",
