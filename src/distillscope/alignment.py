@@ -95,8 +95,10 @@ class PairMoments:
 
     def __init__(self, d1: int, d2: int, *, shift: tuple[np.ndarray, np.ndarray] | None = None):
         self.d1, self.d2 = int(d1), int(d2)
-        self.joint = SecondMoments(self.d1 + self.d2)
         self._shift = None if shift is None else (np.asarray(shift[0], float), np.asarray(shift[1], float))
+        self.joint = SecondMoments(self.d1 + self.d2, shift=None if shift is None
+                                   else np.concatenate(self._shift))
+        self._input = np.empty((0, self.d1 + self.d2), np.float32)
         self._scalars = np.zeros(5)  # sum a, sum b, sum ab, sum a^2, sum b^2
         self._u = np.zeros(self.d1)  # sum zx * b
         self._wx = np.zeros(self.d1)  # sum zx * a
@@ -117,14 +119,18 @@ class PairMoments:
         if x.shape[0] == 0:
             return self
         self._cache.clear()
-        joint = np.concatenate([x.astype(np.float64, copy=False), y.astype(np.float64, copy=False)],
-                               axis=1)
+        m = x.shape[0]
+        dtype = np.promote_types(np.promote_types(x.dtype, y.dtype), np.float32)
+        if self._input.shape[0] < m or self._input.dtype != dtype:
+            self._input = np.empty((m, self.d1 + self.d2), dtype)
+        joint = self._input[:m]
+        joint[:, : self.d1] = x
+        joint[:, self.d1:] = y
         self.joint.update(joint)
-        zx, zy = joint[:, : self.d1], joint[:, self.d1:]
-        if self._shift is None:
-            self._shift = (zx.mean(axis=0), zy.mean(axis=0))
-        zx = zx - self._shift[0]
-        zy = zy - self._shift[1]
+        if self._shift is None:  # the joint accumulator chose the first chunk's mean
+            self._shift = (self.joint._shift[: self.d1], self.joint._shift[self.d1:])
+        z = self.joint.last_block  # the chunk in float64, minus the shared shift
+        zx, zy = z[:, : self.d1], z[:, self.d1:]
         a = np.einsum("ij,ij->i", zx, zx)
         b = np.einsum("ij,ij->i", zy, zy)
         self._scalars += (a.sum(), b.sum(), a @ b, a @ a, b @ b)
@@ -140,6 +146,7 @@ class PairMoments:
             return self
         if self.count == 0 and self._shift is None:
             self._shift = other._shift
+            self.joint._shift = np.concatenate(other._shift)
         if (self._shift is None or other._shift is None
                 or not all(np.array_equal(a, b) for a, b in zip(self._shift, other._shift))):
             raise InputError("PairMoments can only be merged when they share the same shift; "

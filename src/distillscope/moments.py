@@ -77,28 +77,37 @@ class SecondMoments:
     True
     """
 
-    def __init__(self, n_features: int, *, l2_normalize: bool = False):
+    def __init__(self, n_features: int, *, l2_normalize: bool = False,
+                 shift: np.ndarray | None = None):
         if int(n_features) < 1:
             raise InputError(f"n_features must be a positive integer; got {n_features!r}")
         self.n_features = int(n_features)
         self.l2_normalize = bool(l2_normalize)
         self.count = 0
         self.zero_norm_rows = 0
-        self._rows: list[np.ndarray] | None = []  # exact rows while count <= d
-        self._shift: np.ndarray | None = None
-        self._sum: np.ndarray | None = None  # S = sum(x - shift)
+        self._rows: list[np.ndarray] | None = []  # shifted rows while count <= d
+        self._shift: np.ndarray | None = None  # fixed once set: given, or the first chunk's mean
+        if shift is not None:
+            self._shift = np.array(shift, dtype=np.float64).reshape(-1)
+            if self._shift.size != self.n_features:
+                raise InputError(f"shift must have {self.n_features} values; got {self._shift.size}")
+        self._sum = np.zeros(self.n_features)  # S = sum(x - shift), once rows are dropped
         self._cross: np.ndarray | None = None  # C = sum((x - shift)(x - shift)^T)
         self._buffer = np.empty((0, self.n_features))
         self._colsum = np.empty(self.n_features)
+        self.last_block = self._buffer  # the last chunk as prepared: float64, minus the shift
 
     # -- accumulation ---------------------------------------------------------------------
     def update(self, rows: np.ndarray) -> "SecondMoments":
         """Add a chunk of rows (``(m, d)`` float16/32/64); returns ``self``.
 
+        After the call ``last_block`` holds the chunk as accumulated: float64, L2-normalised if
+        asked, minus the shift.
+
         Raises
         ------
         NonFiniteError
-            If the chunk holds NaN or infinite values; the accumulator is left unchanged.
+            If the chunk holds NaN or infinite values; the moments are left unchanged.
         """
         from ._kernels import prepare_rows
 
@@ -119,28 +128,26 @@ class SecondMoments:
             rows = rows.astype(np.float32)
         rows = np.ascontiguousarray(rows)
         out = self._scratch(m)
-        keep_rows = self._rows is not None and self.count + m <= self.n_features
-        if not keep_rows and self._rows is not None:
-            self._rows_to_sums()
-        shift = self._shift if self._shift is not None else np.zeros(self.n_features)
+        first = self._shift is None
+        shift = np.zeros(self.n_features) if first else self._shift
         colsum = self._colsum
         n_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, colsum)
         if n_bad:
             bad = ~np.isfinite(rows)
             row, column = np.argwhere(bad)[0]
             raise NonFiniteError(int(n_bad), int(row), int(column))
-        self.zero_norm_rows += int(n_zero)
-        if keep_rows:
-            self._rows.append(out.copy())
-            self.count += m
-            return self
-        if self._shift is None:  # first chunk: shift by its own mean, exactly
+        if first:  # shift by the first chunk's own mean, exactly
             mean = colsum / m
             out -= mean
             self._shift = mean
-            self._sum = np.zeros(self.n_features)
-            self._cross = out.T @ out
+            colsum = np.zeros(self.n_features)
+        self.zero_norm_rows += int(n_zero)
+        self.last_block = out
+        if self._rows is not None and self.count + m <= self.n_features:
+            self._rows.append(out.copy())
         else:
+            if self._rows is not None:
+                self._rows_to_sums()
             self._sum += colsum
             self._cross += out.T @ out  # numpy dispatches a.T @ a to BLAS syrk
         self.count += m
@@ -149,7 +156,7 @@ class SecondMoments:
     def merge(self, other: "SecondMoments") -> "SecondMoments":
         """Combine with the moments of other rows (any split of the data gives the same result).
 
-        Returns ``self``, updated in place; ``other`` is not modified.
+        Returns ``self``, updated in place (its shift is kept); ``other`` is not modified.
         """
         if other.n_features != self.n_features or other.l2_normalize != self.l2_normalize:
             raise InputError(
@@ -160,19 +167,24 @@ class SecondMoments:
         self.zero_norm_rows += other.zero_norm_rows
         if other.count == 0:
             return self
-        if self._rows is not None and other._rows is not None:
-            if self.count + other.count <= self.n_features:
-                self._rows.extend(r.copy() for r in other._rows)
-                self.count += other.count
-                return self
+        if self._shift is None:
+            self._shift = other._shift.copy()
+        if (self._rows is not None and other._rows is not None
+                and self.count + other.count <= self.n_features):
+            offset = other._shift - self._shift
+            self._rows.extend(r + offset for r in other._rows)
+            self.count += other.count
+            return self
         n_a, mean_a, m2_a = self._centered()
         n_b, mean_b, m2_b = other._centered()
         n = n_a + n_b
         delta = mean_b - mean_a
         mean = mean_a + delta * (n_b / n)
         m2 = m2_a + m2_b + np.outer(delta, delta) * (n_a * n_b / n)
+        away = mean - self._shift  # back to sums about the kept shift
         self._rows = None
-        self._shift, self._sum, self._cross = mean, np.zeros(self.n_features), m2
+        self._sum = n * away
+        self._cross = m2 + n * np.outer(away, away)
         self.count = n
         return self
 
@@ -210,8 +222,7 @@ class SecondMoments:
         denominator = self.count - 1 if center else self.count
         if self._rows is not None:
             y = np.concatenate(self._rows)
-            if center:
-                y = y - y.mean(axis=0)
+            y = y - y.mean(axis=0) if center else y + self._shift
             matrix = y @ y.T
         else:
             matrix = self.scatter(center)
@@ -229,10 +240,10 @@ class SecondMoments:
         return self._buffer[:m]
 
     def _rows_to_sums(self) -> None:
-        n, mean, m2 = self._centered()
+        y = np.concatenate(self._rows) if self._rows else np.zeros((0, self.n_features))
         self._rows = None
-        if n:
-            self._shift, self._sum, self._cross = mean, np.zeros(self.n_features), m2
+        self._sum = y.sum(axis=0)
+        self._cross = y.T @ y
 
     def _centered(self) -> tuple[int, np.ndarray, np.ndarray]:
         """(count, mean, centred scatter) of the rows so far."""
@@ -241,9 +252,9 @@ class SecondMoments:
             return 0, np.zeros(d), np.zeros((d, d))
         if self._rows is not None:
             y = np.concatenate(self._rows)
-            mean = y.mean(axis=0)
-            yc = y - mean
-            return self.count, mean, yc.T @ yc
+            mean_shifted = y.mean(axis=0)
+            yc = y - mean_shifted
+            return self.count, self._shift + mean_shifted, yc.T @ yc
         mean_shifted = self._sum / self.count
         m2 = self._cross - np.outer(self._sum, mean_shifted)
         return self.count, self._shift + mean_shifted, m2
