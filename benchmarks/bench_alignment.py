@@ -95,7 +95,7 @@ def _unit(z):
 
 def knn_floor(xy) -> None:
     x, y = (_unit(z).astype(np.float32) for z in xy)
-    block = max(16, (64 << 20) // (x.shape[0] * 4))
+    block = max(16, (16 << 20) // (x.shape[0] * 4))  # the same blocks as distillscope's
     for start in range(0, x.shape[0], block):
         x[start:start + block] @ x.T
         y[start:start + block] @ y.T
@@ -109,7 +109,7 @@ def knn_ours(xy) -> float:
 def knn_argpartition(xy, k: int = 10) -> float:
     x, y = (_unit(z).astype(np.float32) for z in xy)
     n = x.shape[0]
-    block = max(16, (64 << 20) // (n * 4))
+    block = max(16, (16 << 20) // (n * 4))
     total = 0
     for start in range(0, n, block):
         rows = np.arange(start, min(n, start + block))

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 
+import bench_alignment  # noqa: E402
 import bench_spectrum  # noqa: E402
 
 
@@ -19,8 +20,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     print(f"# {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__}")
-    print("## spectrum: streaming from HDF5 vs in-memory")
-    return bench_spectrum.main(argv)
+    print("# spectrum: streaming from HDF5 vs in-memory")
+    bench_spectrum.main(argv)
+    print()
+    print("# alignment: exact linear CKA and mutual kNN")
+    return bench_alignment.main(argv)
 
 
 if __name__ == "__main__":

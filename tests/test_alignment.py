@@ -73,10 +73,10 @@ def test_angles_procrustes_and_variance_captured_match_references():
     assert al.subspace_angles(a, b)[:2].max() < 1e-12
 
 
-@pytest.mark.parametrize("block", [None, 1, 7, 64])
-def test_mutual_knn_matches_full_sort(block):
+@pytest.mark.parametrize("tile", [None, 1, 7, 64, 149])
+def test_mutual_knn_matches_full_sort(tile):
     x, y = _data(150, 6, 5, seed=5)
-    score, chance = al.mutual_knn(x, y, k=7, block=block)
+    score, chance = al.mutual_knn(x, y, k=7, tile=tile)
     assert score == pytest.approx(ref.mutual_knn(x, y, 7), abs=1e-12)
     assert chance == 7 / 149
     same, _ = al.mutual_knn(x, x * 3.0, k=7)

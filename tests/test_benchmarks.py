@@ -12,3 +12,4 @@ def test_benchmarks_quick():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "stream (numba prepare)" in proc.stdout and "vs baseline" in proc.stdout
+    assert "exact linear CKA" in proc.stdout and "distillscope (numba top-k)" in proc.stdout

@@ -60,3 +60,20 @@ def test_bad_dims():
         ds.effective_rank(da, sample_dim="obs")
     with pytest.raises(ds.InputError, match="must differ"):
         ds.effective_rank(da, sample_dim="sample", feature_dim="sample")
+
+
+@pytest.mark.parametrize("metric", ["linear_cka", "linear_cka_debiased", "svcca", "mutual_knn",
+                                    "procrustes_angular", "infonce_loss"])
+def test_alignment_score_dataarray_equals_numpy(metric):
+    rng = np.random.default_rng(2)
+    t = xr.DataArray(rng.standard_normal((2, 120, 6)), dims=("condition", "sample", "feature"),
+                     coords={"condition": ["clean", "noise"]})
+    s = xr.DataArray(rng.standard_normal((2, 120, 6)) + t.values, dims=("condition", "sample", "unit"),
+                     coords={"condition": ["clean", "noise"]})
+    out = ds.alignment_score(t, s, metric)
+    assert out.dims == ("condition",) and out.attrs["metric"] == metric
+    for c in ("clean", "noise"):
+        expected = ds.alignment_score(t.sel(condition=c).values, s.sel(condition=c).values, metric)
+        assert float(out.sel(condition=c)) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ds.InputError, match="metric must be one of"):
+        ds.alignment_score(t, s, "cosine")

@@ -21,7 +21,7 @@ from .dimensionality import (
     seed_averaged_erank,
     stable_rank,
 )
-from .labelled import effective_rank, eigenspectrum
+from .labelled import ALIGNMENT_SCORES, alignment_score, effective_rank, eigenspectrum
 from .moments import SecondMoments
 from .results import load_results, save_results
 from .store import Store, StoreWriter, open_store, validate_store
@@ -54,6 +54,9 @@ __all__ = [
     "powerlaw_alpha",
     "rank_from_spectrum",
     "seed_averaged_erank",
+    # alignment (array functions: distillscope.alignment)
+    "ALIGNMENT_SCORES",
+    "alignment_score",
     # errors
     "DistillscopeError",
     "InputError",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["prepare_rows", "topk_rows", "knn_overlap"]
+__all__ = ["prepare_rows", "topk_update", "knn_overlap"]
 
 _TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
 
@@ -64,36 +64,55 @@ def prepare_rows(src, shift, l2_normalize, out, colsum):  # pragma: no cover - j
     return bad, zero
 
 
-@njit(cache=True, nogil=True)
-def topk_rows(sims, first_row, idx_out, val_out):  # pragma: no cover - jitted
-    """Indices of the k largest values of each row of ``sims``, its own column excluded.
+_TOPK_SKIP = 32  # columns tested at once against the current k-th best
 
-    ``sims`` is (m, n): rows ``first_row .. first_row + m - 1`` of a similarity matrix, so row r
-    excludes column ``first_row + r``. Writes the indices (descending value; ties to the lower
-    index) into ``idx_out`` (m, k) and the values into ``val_out``. One pass per row with a small
-    sorted buffer: most values fail the comparison against the current k-th best at once.
+
+@njit(cache=True, nogil=True)
+def topk_update(sims, row_offset, col_offset, idx, val, filled):  # pragma: no cover - jitted
+    """Fold one tile of a similarity matrix into running top-k lists, self excluded.
+
+    ``sims`` (m, c) holds similarities of rows ``row_offset ..`` against columns
+    ``col_offset ..``; ``idx`` and ``val`` (n, k) are the running lists of every row (descending
+    value; ties to the lower index as long as tiles arrive in increasing column order), and
+    ``filled`` (n,) how much of each list is used. Once a list is full, runs of 32 columns are
+    first counted against its k-th best in a loop the compiler vectorises, and skipped whole
+    when none beats it.
     """
-    m, n = sims.shape
-    k = idx_out.shape[1]
+    m, c_total = sims.shape
+    k = idx.shape[1]
     for r in range(m):
-        own = first_row + r
-        filled = 0
-        for c in range(n):
-            if c == own:
-                continue
-            v = sims[r, c]
-            if filled == k and not v > val_out[r, k - 1]:
-                continue
-            pos = filled if filled < k else k - 1
-            while pos > 0 and v > val_out[r, pos - 1]:
-                if pos < k:
-                    val_out[r, pos] = val_out[r, pos - 1]
-                    idx_out[r, pos] = idx_out[r, pos - 1]
-                pos -= 1
-            val_out[r, pos] = v
-            idx_out[r, pos] = c
-            if filled < k:
-                filled += 1
+        row = row_offset + r
+        full = filled[row]
+        c = 0
+        while c < c_total:
+            if full == k and c + _TOPK_SKIP <= c_total:
+                threshold = val[row, k - 1]
+                hits = 0
+                for j in range(c, c + _TOPK_SKIP):
+                    hits += sims[r, j] > threshold
+                if hits == 0:
+                    c += _TOPK_SKIP
+                    continue
+                end = c + _TOPK_SKIP
+            else:
+                end = c + 1
+            for col in range(c, end):
+                if col_offset + col == row:
+                    continue
+                v = sims[r, col]
+                if full == k and not v > val[row, k - 1]:
+                    continue
+                pos = full if full < k else k - 1
+                while pos > 0 and v > val[row, pos - 1]:
+                    val[row, pos] = val[row, pos - 1]
+                    idx[row, pos] = idx[row, pos - 1]
+                    pos -= 1
+                val[row, pos] = v
+                idx[row, pos] = col_offset + col
+                if full < k:
+                    full += 1
+            c = end
+        filled[row] = full
 
 
 @njit(cache=True, nogil=True)

@@ -16,7 +16,7 @@ import xarray as xr
 from . import dimensionality as _array
 from ._errors import InputError
 
-__all__ = ["effective_rank", "eigenspectrum"]
+__all__ = ["effective_rank", "eigenspectrum", "alignment_score", "ALIGNMENT_SCORES"]
 
 
 def _core_dims(data: xr.DataArray, sample_dim: Hashable | None,
@@ -98,4 +98,78 @@ def eigenspectrum(data, *, sample_dim: Hashable | None = None, feature_dim: Hash
                        else "eigenvalues of Z^T Z / n, descending"),
         "center": int(center), "l2_normalize": int(l2_normalize),
     }
+    return out
+
+
+def _score_functions() -> dict:
+    from . import alignment as al
+
+    return {
+        "linear_cka": lambda x, y, **kw: al.linear_cka(x, y),
+        "linear_cka_debiased": lambda x, y, **kw: al.linear_cka(x, y, debiased=True),
+        "rbf_cka": lambda x, y, **kw: al.rbf_cka(x, y, **kw),
+        "cca_mean": lambda x, y, **kw: float(al.cca(x, y).mean()),
+        "cca_r2": lambda x, y, **kw: float((al.cca(x, y) ** 2).mean()),
+        "svcca": lambda x, y, **kw: al.svcca(x, y, **kw),
+        "pwcca": lambda x, y, **kw: al.pwcca(x, y),
+        "procrustes_angular": lambda x, y, **kw: al.procrustes_angular(x, y, **kw),
+        "mutual_knn": lambda x, y, **kw: al.mutual_knn(x, y, **kw)[0],
+        "infonce_loss": lambda x, y, **kw: al.infonce(y, x, **kw)[0],
+        "infonce_mi_bound": lambda x, y, **kw: al.infonce(y, x, **kw)[1],
+    }
+
+
+#: scalar alignment scores accepted by ``alignment_score``
+ALIGNMENT_SCORES = ("linear_cka", "linear_cka_debiased", "rbf_cka", "cca_mean", "cca_r2", "svcca",
+                    "pwcca", "procrustes_angular", "mutual_knn", "infonce_loss",
+                    "infonce_mi_bound")
+
+
+def alignment_score(teacher, student, metric: str = "linear_cka", *,
+                    sample_dim: Hashable | None = None, feature_dim: Hashable | None = None,
+                    **kwargs):
+    """A scalar teacher-student alignment score, for ndarrays or DataArrays.
+
+    Parameters
+    ----------
+    teacher, student : ndarray (n, d1), (n, d2) or DataArray
+        DataArrays share the sample dimension and may have further shared dimensions (model,
+        condition, ...), over which the score is mapped; their feature dimensions may differ in
+        size (and name).
+    metric : str
+        One of ``ALIGNMENT_SCORES`` (``docs/metrics.md`` section 2).
+    **kwargs
+        Passed to the metric (``k`` for mutual_knn, ``tau``/``batch_size``/``reduction`` for
+        InfoNCE, ``alpha`` for Procrustes, ``threshold`` for RBF CKA).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((200, 8))
+    >>> round(alignment_score(x, 2 * x @ np.linalg.qr(np.ones((8, 8)) + np.eye(8))[0]), 6)
+    1.0
+    """
+    functions = _score_functions()
+    if metric not in functions:
+        raise InputError(f"metric must be one of {', '.join(ALIGNMENT_SCORES)}; got {metric!r}")
+    fn = functions[metric]
+    if not isinstance(teacher, xr.DataArray) and not isinstance(student, xr.DataArray):
+        return fn(teacher, student, **kwargs)
+    if not (isinstance(teacher, xr.DataArray) and isinstance(student, xr.DataArray)):
+        raise InputError("teacher and student must both be ndarrays or both DataArrays")
+    t_core = _core_dims(teacher, sample_dim, feature_dim)
+    s_core = _core_dims(student, sample_dim, feature_dim)
+    if t_core[0] != s_core[0]:
+        raise InputError(f"teacher and student must share the sample dimension; got "
+                         f"{t_core[0]!r} and {s_core[0]!r}")
+    student = student.rename({s_core[1]: "__student_feature"})
+    out = xr.apply_ufunc(
+        lambda x, y: fn(x, y, **kwargs), teacher, student,
+        input_core_dims=[t_core, [s_core[0], "__student_feature"]], vectorize=True,
+        output_dtypes=[np.float64], join="exact",
+    )
+    out.name = metric
+    out.attrs = {"long_name": metric.replace("_", " "), "units": "rad" if metric == "procrustes_angular" else "1",
+                 "definition": f"docs/metrics.md section 2, {metric}", "metric": metric,
+                 **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))}}
     return out

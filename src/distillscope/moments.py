@@ -10,10 +10,10 @@ Two exact representations are used, chosen by size:
 * while ``n <= d`` the prepared rows themselves are kept (``n * d <= d * d`` values, never more
   than the covariance would take) and the spectrum comes from the ``n x n`` Gram matrix;
 * beyond that, shifted sums are kept: ``S = sum(y)`` and ``C = sum(y y^T)`` with
-  ``y = x - shift`` and ``shift`` the mean of the first chunk, so that the centred scatter
-  ``M2 = C - S S^T / n`` suffers no cancellation. Merging uses the pairwise update of
+  ``y = x - shift``, ``shift`` being given or the mean of the first chunk, so that the centred
+  scatter ``M2 = C - S S^T / n`` suffers no cancellation. Merging uses the pairwise update of
   Chan, Golub & LeVeque (1979): ``M2 = M2_a + M2_b + d d^T n_a n_b / n`` with
-  ``d = mean_b - mean_a``.
+  ``d = mean_b - mean_a``, then expresses the result about the kept shift again.
 
 Per chunk the work is one fused numba pass (float64 conversion, optional L2 normalisation, shift,
 column sums, finiteness check) and one BLAS ``syrk`` (``Y^T Y``); ``benchmarks/`` shows why.
@@ -53,6 +53,9 @@ class SecondMoments:
     l2_normalize : bool, default False
         Divide each row by its Euclidean norm (``max(||x||, 1e-12)``, so zero rows stay zero)
         before anything else, as arXiv 2603.06698 does.
+    shift : ndarray, optional
+        The vector subtracted before accumulating (any value near the mean keeps the sums
+        accurate); default: the mean of the first chunk.
 
     Attributes
     ----------
