@@ -205,4 +205,10 @@ def test_guards():
         al.mutual_knn(x, y, k=100)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        al.linear_cka(x, y)  # no warning for CKA itself
+        al.linear_cka(x, y, debiased=True)  # the debiased estimator does not warn
+
+
+def test_biased_cka_warns_at_small_samples():
+    x, y = _data(100, 12, 5)
+    with pytest.warns(al.DegenerateWarning, match="debiased=True"):
+        al.linear_cka(x, y)

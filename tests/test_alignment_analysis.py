@@ -124,4 +124,4 @@ def test_degenerate_pairs_are_nan_and_flagged(tmp_path):
         ("student", "clean", "e"): rng.standard_normal((200, 12)),
     })
     r = ds.analyze(path)
-    assert bool(_get(r, "cca_inflated", teacher_layer="e", student_layer="e"))
+    assert bool(_get(r, "small_sample", teacher_layer="e", student_layer="e"))

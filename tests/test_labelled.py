@@ -77,3 +77,13 @@ def test_alignment_score_dataarray_equals_numpy(metric):
         assert float(out.sel(condition=c)) == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ds.InputError, match="metric must be one of"):
         ds.alignment_score(t, s, "cosine")
+
+
+def test_alignment_score_names_first_sample_mismatch():
+    rng = np.random.default_rng(3)
+    t = xr.DataArray(rng.standard_normal((20, 3)), dims=("sample", "f"), coords={"sample": np.arange(20)})
+    ids = np.arange(20)
+    ids[[6, 7]] = ids[[7, 6]]
+    s = xr.DataArray(rng.standard_normal((20, 3)), dims=("sample", "g"), coords={"sample": ids})
+    with pytest.raises(ds.InputError, match="first at position 6 \\(teacher 6, student 7\\)"):
+        ds.alignment_score(t, s)

@@ -259,6 +259,10 @@ def linear_cka(x, y=None, *, debiased: bool = False) -> float:
     K. Borgwardt, "Feature selection via dependence maximization", JMLR 2012, arXiv 0704.2668.
     """
     m = _moments_or_pair(x, y)
+    if not debiased and max(m.d1, m.d2) > m.count / 10:
+        warnings.warn(f"linear_cka: max(d1, d2) = {max(m.d1, m.d2)} > n / 10 = {m.count / 10:.0f}; "
+                      "the biased estimator is inflated at this sample size, use debiased=True",
+                      DegenerateWarning, stacklevel=2)
     if debiased:
         kl, kk, ll = m.hsic_unbiased()
         denominator = math.sqrt(kk * ll) if kk > 0 and ll > 0 else 0.0

@@ -186,9 +186,10 @@ def alignment_dataset(st: Store, model_names: list[str], condition_names: list[s
     dims = ("student", "condition", "teacher_layer", "student_layer")
     data_vars = {name: (dims, scalars[name], {"long_name": ln, "units": u, "definition": d})
                  for name, (ln, u, d) in SCALARS.items()}
-    data_vars["cca_inflated"] = (dims, inflated, {
-        "long_name": "CCA family computed where max(d1, d2) > n / 10", "units": "1",
-        "definition": "True where canonical correlations are known to be inflated"})
+    data_vars["small_sample"] = (dims, inflated, {
+        "long_name": "pair with max(d1, d2) > n / 10", "units": "1",
+        "definition": "True where the CCA family and biased linear CKA are known to be "
+                      "inflated by the sample size; prefer linear_cka_debiased there"})
     data_vars["principal_angles"] = ((*dims, "angle"), angles, {
         "long_name": "principal angle between top-k principal subspaces", "units": "rad",
         "definition": f"sample space, k = {N_ANGLES} (fewer when a side is narrower), ascending; "
@@ -222,11 +223,11 @@ def alignment_dataset(st: Store, model_names: list[str], condition_names: list[s
 def _pair_metrics(full: PairMoments, folds: list[PairMoments], x: np.ndarray, y: np.ndarray,
                   conv: Convention) -> tuple[dict, dict]:
     n = full.count
-    values = {"linear_cka": linear_cka(full)}
-    values["linear_cka_debiased"] = linear_cka(full, debiased=True) if n >= 4 else np.nan
     inflated = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DegenerateWarning)
+        values = {"linear_cka": linear_cka(full)}
+        values["linear_cka_debiased"] = linear_cka(full, debiased=True) if n >= 4 else np.nan
         for name, fn in (("cca", cca), ("svcca", svcca), ("pwcca", pwcca)):
             try:
                 result = fn(full)

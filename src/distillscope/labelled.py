@@ -162,6 +162,15 @@ def alignment_score(teacher, student, metric: str = "linear_cka", *,
     if t_core[0] != s_core[0]:
         raise InputError(f"teacher and student must share the sample dimension; got "
                          f"{t_core[0]!r} and {s_core[0]!r}")
+    sample = t_core[0]
+    if sample in teacher.coords and sample in student.coords:
+        a, b = teacher[sample].values, student[sample].values
+        if a.shape != b.shape or not np.array_equal(a, b):
+            if a.shape != b.shape:
+                raise InputError(f"teacher has {a.size} samples, student {b.size}")
+            i = int(np.flatnonzero(a != b)[0])
+            raise InputError(f"sample ids differ between teacher and student, first at position "
+                             f"{i} (teacher {a[i].item()!r}, student {b[i].item()!r}); align them first")
     student = student.rename({s_core[1]: "__student_feature"})
     out = xr.apply_ufunc(
         lambda x, y: fn(x, y, **kwargs), teacher, student,
