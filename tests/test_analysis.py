@@ -147,7 +147,11 @@ def test_result_contract_and_missing_layers(tmp_path):
     for key in ("distillscope_version", "convention", "n_samples", "store", "versions", "created"):
         assert key in r.attrs
     only = ds.analyze(path, models=["student"], conditions=["clean"], layers=["conv"])
-    assert only.sizes == {"model": 1, "condition": 1, "layer": 1, "estimator": 8, "component": 3}
+    assert only.sizes == {"model": 1, "condition": 1, "layer": 1, "estimator": 8, "component": 3,
+                          "band": 3, "radius": 8, "diagonal_step": 1}
+    fractions = only["band_fraction"].sel(model="student", condition="clean", layer="conv")
+    assert float(fractions.sum()) == pytest.approx(1.0)
+    assert int(only["grid_height"].squeeze()) == 2 and int(only["grid_width"].squeeze()) == 2
     with pytest.raises(ds.InputError, match="model 'ghost' is not in the store; available: teacher, student"):
         ds.analyze(path, models=["ghost"])
 

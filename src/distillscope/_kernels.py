@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["prepare_rows", "topk_update", "knn_overlap"]
+__all__ = ["prepare_rows", "topk_update", "knn_overlap", "fold_power"]
 
 _TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
 
@@ -128,3 +128,37 @@ def knn_overlap(idx_a, idx_b):  # pragma: no cover - jitted
                     total += 1
                     break
     return total
+
+
+@njit(cache=True, nogil=True)
+def fold_power(half, w, power, log_sum, with_log):  # pragma: no cover - jitted
+    """Add the power ``|F|^2`` of real-FFT halves to full ``(h, w)`` spectrum sums.
+
+    ``half`` (m, h, w // 2 + 1) complex holds ``rfft2`` outputs; for real input the missing
+    columns are the conjugate mirror, ``F[y, x] = conj(F[(h - y) % h, w - x])``, so each value
+    is added at its own place and, unless it is its own mirror column (DC or even-w Nyquist),
+    at the mirrored one, in float64. With ``with_log``, ``ln(|F| + 1e-6)`` is summed into
+    ``log_sum`` too. Returns the number of non-finite values met (their maps are corrupt).
+    """
+    m, h, wr = half.shape
+    bad = 0
+    for i in range(m):
+        for y in range(h):
+            y_mirror = (h - y) % h
+            for kx in range(wr):
+                v = half[i, y, kx]
+                p = float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
+                if p - p != 0.0:  # NaN or infinity in the input spreads to its whole spectrum
+                    bad += 1
+                    continue
+                power[y, kx] += p
+                x_mirror = w - kx
+                mirrored = kx >= 1 and x_mirror >= wr
+                if mirrored:
+                    power[y_mirror, x_mirror] += p
+                if with_log:
+                    a = np.log(np.sqrt(p) + 1e-6)
+                    log_sum[y, kx] += a
+                    if mirrored:
+                        log_sum[y_mirror, x_mirror] += a
+    return bad

@@ -41,12 +41,27 @@ def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -
     return wanted
 
 
+def _spatial_grid(info: LayerInfo) -> tuple[int, int] | None:
+    if info.kind == "map":
+        return info.shape[2], info.shape[3]
+    if info.kind == "tokens":
+        return info.grid
+    return None
+
+
 def _moments_of(store: Store, info: LayerInfo, pooling: str, l2_normalize: bool,
-                rows: int | None, bar) -> SecondMoments:
+                rows: int | None, bar, spectrum=None) -> SecondMoments:
+    """Stream one layer into its moments and, for maps and tokens, its spatial power spectrum."""
+    from .frequency import tokens_to_maps
+
     moments = SecondMoments(pooled_width(info, pooling), l2_normalize=l2_normalize)
     for start, block in store.iter_chunks(info, rows):
         try:
             moments.update(pool(block, info, pooling))
+            if spectrum is not None:
+                maps = (block if info.kind == "map"
+                        else tokens_to_maps(block, info.grid, info.num_prefix_tokens))
+                spectrum.update(maps)
         except NonFiniteError:
             n_nan, n_inf, sample, feature = store.locate_nonfinite(info)
             raise StoreError(store.path, info.path, nonfinite_message(
@@ -69,6 +84,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
             convention: str | Convention = "default", l2_normalize: bool | None = None,
             center: bool | None = None, pooling: str = "auto", rows: int | None = None,
             allow_incomplete: bool = False, alignment: bool = True,
+            frequency: bool = True, remove_map_mean: bool = False,
             progress: bool = False) -> xr.Dataset:
     """Eigen-spectra and every effective-rank estimator for each model, condition and layer.
 
@@ -89,6 +105,12 @@ def analyze(store, *, models: Sequence[str] | None = None,
         Samples per streamed block (default: up to 16384, at most 128 MiB as float64).
     allow_incomplete : bool, default False
         Read a store whose ``complete`` flag is not set.
+    frequency : bool, default True
+        For maps and tokens, the spatial power spectrum by band (``docs/metrics.md`` section 3):
+        ``band_fraction``, ``radial_profile``, ``relative_log_amplitude``, read in the same
+        pass as the moments.
+    remove_map_mean : bool, default False
+        Remove each map's spatial mean before its FFT.
     alignment : bool, default True
         Also compare every student with the teacher (``docs/metrics.md`` section 2): adds the
         variables of ``distillscope.alignment_analysis`` with dims (student, condition,
@@ -118,7 +140,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
     st = open_store(store, allow_incomplete=allow_incomplete) if own else store
     try:
         return _analyze(st, models, conditions, layers, conv, l2, spectrum_center, settings,
-                        pooling, rows, alignment, progress)
+                        pooling, rows, alignment, frequency, remove_map_mean, progress)
     finally:
         if own:
             st.close()
@@ -126,7 +148,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
 
 def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
              spectrum_center: bool, settings: dict, pooling: str, rows, alignment: bool,
-             progress) -> xr.Dataset:
+             frequency: bool, remove_map_mean: bool, progress) -> xr.Dataset:
     if st.n_samples < 2:
         raise StoreError(st.path, "/samples/id",
                          f"holds {st.n_samples} sample; spectra of centred data need at least 2")
@@ -155,6 +177,7 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
     zero_norm = np.full(shape, _INT_FILL, dtype=np.int64)
     pooled_how = np.full(shape, "", dtype=object)
     per_entry_spectrum: dict[tuple[str, str, str], np.ndarray] = {}
+    spatial_results: dict[tuple[int, int, int], object] = {}
 
     bar = None
     if progress:
@@ -171,7 +194,16 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
                 bar.set_postfix_str(f"{info.model}/{info.condition}/{info.layer}", refresh=False)
             idx = (model_names.index(info.model), condition_names.index(info.condition),
                    layer_names.index(info.layer))
-            moments = _moments_of(st, info, pooling, l2, rows, bar)
+            grid = _spatial_grid(info) if frequency else None
+            spatial = None
+            if grid is not None:
+                from .frequency import SpectrumAccumulator
+
+                spatial = SpectrumAccumulator(grid, remove_mean=remove_map_mean,
+                                              log_amplitude=grid[0] == grid[1])
+            moments = _moments_of(st, info, pooling, l2, rows, bar, spatial)
+            if spatial is not None:
+                spatial_results[idx] = spatial
             lam = {True: moments.eigenvalues(center=True)}
             if not all(c for c, _ in settings.values()) or not spectrum_center:
                 lam[False] = moments.eigenvalues(center=False)
@@ -275,6 +307,10 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
         "created": created,
         "versions": _versions(),
     }
+    if spatial_results:
+        from .frequency_analysis import frequency_variables
+
+        frequency_variables(data_vars, coords, attrs, spatial_results, shape, remove_map_mean)
     result = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     if aligned is not None:
         result = xr.merge([result, aligned], join="exact", combine_attrs="no_conflicts")

@@ -33,14 +33,14 @@ _FLOATS = (np.float16, np.float32, np.float64)
 class NonFiniteError(InputError):
     """A chunk held NaN or infinite values; ``row`` is the first offending row of that chunk."""
 
-    def __init__(self, n_bad_rows: int, row: int, column: int):
+    def __init__(self, n_bad_rows: int, row: int, column: int, message: str | None = None):
         self.n_bad_rows = n_bad_rows
         self.row = row
         self.column = column
-        super().__init__(
+        super().__init__(message or (
             f"features hold NaN or infinite values in {n_bad_rows} row(s), first at row {row}, "
             f"feature {column}; remove or repair those samples before the analysis"
-        )
+        ))
 
 
 class SecondMoments:
