@@ -2,9 +2,18 @@
 
 Input: maps ``(n, c, h, w)``, or ViT tokens ``(n, t, d)`` reshaped to ``(n, d, h, w)`` after
 dropping the prefix tokens (``tokens_to_maps``). Power spectra are accumulated over samples and
-channels by ``SpectrumAccumulator`` (mergeable sums, memory ``O(h w)``), from real FFTs
-(``scipy.fft.rfft2``) folded in by one numba pass that also restores the mirrored half of the
-spectrum. Definitions: ``docs/metrics.md`` section 3.
+channels by ``SpectrumAccumulator`` (mergeable sums, memory ``O(h^2 w)``). Definitions:
+``docs/metrics.md`` section 3.
+
+The mean power spectrum needs no per-map FFT. With the row transform done by one matrix product,
+``a_m = X_m C_w`` and ``b_m = X_m S_w`` (cosines and sines of the ``w // 2 + 1`` column
+frequencies), the power at ``(ky, kx)`` summed over maps is a quadratic form of
+``G_kx = sum_m [a_m; b_m][a_m; b_m]^T`` (the ``2h x 2h`` Gram matrix of column ``kx``):
+``sum_m |F_m(ky, kx)|^2 = c^T Gaa c + s^T Gbb s - 2 c^T Gab s + s^T Gaa s + c^T Gbb c + 2 s^T Gab c``
+with ``c``, ``s`` the cosines and sines of row frequency ``ky``. Both steps are BLAS products
+(float32 within a block of maps for float16/32 input, sums across blocks in float64), faster
+than the FFTs themselves on small grids (``docs/performance.md``). Park & Kim's log amplitude
+is not linear in the power and still takes one real FFT per map (``log_amplitude=True``).
 
 1. Float64; optionally remove each map's spatial mean (``remove_mean``; recorded).
 2. ``P = |fft2(x, norm="ortho")|^2`` (Parseval: ``sum P = sum x^2``), averaged over samples and
@@ -69,7 +78,8 @@ class SpectrumAccumulator:
         powers are summed in float64 either way.
     """
 
-    _BLOCK_BYTES = 32 << 20  # complex FFT output per step
+    _BLOCK_BYTES = 32 << 20  # complex FFT output per step (log amplitude)
+    _GRAM_BLOCK_BYTES = 4 << 20  # maps per matrix-product step (2-4 MiB: fastest measured)
 
     def __init__(self, grid: tuple[int, int], *, remove_mean: bool = False,
                  log_amplitude: bool = False, precision: str = "input"):
@@ -80,8 +90,11 @@ class SpectrumAccumulator:
         self.remove_mean = bool(remove_mean)
         self.log_amplitude = bool(log_amplitude)
         self.count = 0  # maps (samples x channels)
-        self.power = np.zeros((self.h, self.w))
+        self.wr = self.w // 2 + 1
+        self.gram = np.zeros((self.wr, 2 * self.h, 2 * self.h))  # G_kx, float64
         self.log_sum = np.zeros((self.h, self.w)) if log_amplitude else None
+        angle = 2 * np.pi * np.outer(np.arange(self.w), np.arange(self.wr)) / self.w
+        self._row_basis = np.concatenate([np.cos(angle), np.sin(angle)], axis=1).T  # (2wr, w)
 
     def update(self, maps: np.ndarray) -> "SpectrumAccumulator":
         """Add a block of maps ``(m, c, h, w)`` (float16/32/64); returns ``self``."""
@@ -97,28 +110,58 @@ class SpectrumAccumulator:
         real = (np.float64 if maps.dtype == np.float64 or self.precision == "float64"
                 else np.float32)
         m, c = maps.shape[:2]
-        wr = self.w // 2 + 1
-        step = max(1, self._BLOCK_BYTES // (c * self.h * wr * 2 * np.dtype(real).itemsize))
-        log_sum = self.log_sum if self.log_amplitude else np.zeros((0, 0))
+        h, w, wr = self.h, self.w, self.wr
+        basis = self._row_basis.astype(real)
+        step = max(1, self._GRAM_BLOCK_BYTES // (c * h * w * np.dtype(real).itemsize))
+        for start in range(0, m, step):
+            x = maps[start:start + step].astype(real, copy=False)
+            if self.remove_mean:
+                x = x - x.mean(axis=(2, 3), keepdims=True)
+            count = x.shape[0] * c
+            rows = (basis @ x.reshape(count * h, w).T).reshape(2 * wr, count, h)
+            gram = np.empty((wr, 2 * h, 2 * h))
+            for k in range(wr):
+                a, b = rows[k], rows[wr + k]  # (maps, h) each
+                gram[k, :h, :h] = a.T @ a
+                gram[k, h:, h:] = b.T @ b
+                gram[k, :h, h:] = a.T @ b
+                gram[k, h:, :h] = gram[k, :h, h:].T
+            if not np.isfinite(gram).all():  # NaN or infinity anywhere in the block spreads here
+                from .moments import NonFiniteError
+
+                raise NonFiniteError(-1, -1, -1, "maps hold NaN or infinite values; the power "
+                                                 "sums are no longer valid")
+            self.gram += gram
+        if self.log_amplitude:
+            self._update_log(maps, real)
+        self.count += m * c
+        return self
+
+    def _update_log(self, maps: np.ndarray, real) -> None:
+        import scipy.fft
+
+        from ._kernels import fold_power
+
+        m, c = maps.shape[:2]
+        step = max(1, self._BLOCK_BYTES // (c * self.h * self.wr * 2 * np.dtype(real).itemsize))
+        scratch = np.zeros((self.h, self.w))
         bad = 0
         for start in range(0, m, step):
             x = maps[start:start + step].astype(real, copy=False)
             if self.remove_mean:
                 x = x - x.mean(axis=(2, 3), keepdims=True)
-            half = scipy.fft.rfft2(x, norm="ortho", workers=-1).reshape(-1, self.h, wr)
-            bad += fold_power(half, self.w, self.power, log_sum, self.log_amplitude)
+            half = scipy.fft.rfft2(x, norm="ortho", workers=-1).reshape(-1, self.h, self.wr)
+            bad += fold_power(half, self.w, scratch, self.log_sum, True)
         if bad:
             from .moments import NonFiniteError
 
             raise NonFiniteError(bad, -1, -1, f"maps hold NaN or infinite values ({bad} corrupted "
-                                              "FFT bins); the power sums are no longer valid")
-        self.count += m * c
-        return self
+                                              "FFT bins)")
 
     def merge(self, other: "SpectrumAccumulator") -> "SpectrumAccumulator":
         if (other.h, other.w, other.remove_mean) != (self.h, self.w, self.remove_mean):
             raise InputError("cannot merge spectra of different grids or preprocessing")
-        self.power += other.power
+        self.gram += other.gram
         self.count += other.count
         if self.log_amplitude and other.log_amplitude:
             self.log_sum += other.log_sum
@@ -128,7 +171,24 @@ class SpectrumAccumulator:
         """The power spectrum averaged over maps, ``(h, w)``, DC at ``[0, 0]``."""
         if not self.count:
             raise InputError("no maps were accumulated")
-        return self.power / self.count
+        h, w, wr = self.h, self.w, self.wr
+        angle = 2 * np.pi * np.outer(np.arange(h), np.arange(h)) / h  # (ky, y)
+        cos, sin = np.cos(angle), np.sin(angle)
+        half = np.empty((h, wr))
+        for k in range(wr):
+            g = self.gram[k]
+            gaa, gbb, gab = g[:h, :h], g[h:, h:], g[:h, h:]
+
+            def form(u, m, v):
+                return np.sum((u @ m) * v, axis=1)
+
+            half[:, k] = (form(cos, gaa, cos) + form(sin, gbb, sin) - 2 * form(cos, gab, sin)
+                          + form(sin, gaa, sin) + form(cos, gbb, cos) + 2 * form(sin, gab, cos))
+        power = np.empty((h, w))
+        power[:, :wr] = half
+        mirror = np.arange(wr, w)  # F[y, x] = conj F[-y, w - x] for real maps
+        power[:, mirror] = half[(-np.arange(h)) % h][:, w - mirror]
+        return np.maximum(power, 0.0) / (self.count * h * w)
 
     def mean_log_amplitude(self) -> np.ndarray:
         if not self.log_amplitude:
