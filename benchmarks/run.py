@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 
 import bench_alignment  # noqa: E402
+import bench_frequency  # noqa: E402
 import bench_spectrum  # noqa: E402
 
 
@@ -24,7 +25,10 @@ def main(argv=None) -> int:
     bench_spectrum.main(argv)
     print()
     print("# alignment: exact linear CKA and mutual kNN")
-    return bench_alignment.main(argv)
+    bench_alignment.main(argv)
+    print()
+    print("# frequency: band energy of feature maps")
+    return bench_frequency.main(argv)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,9 @@ def test_result_contract_and_missing_layers(tmp_path):
         assert key in r.attrs
     only = ds.analyze(path, models=["student"], conditions=["clean"], layers=["conv"])
     assert only.sizes == {"model": 1, "condition": 1, "layer": 1, "estimator": 8, "component": 3,
-                          "band": 3, "radius": 8, "diagonal_step": 1}
+                          "band": 3, "radius": 8}
+    logged = ds.analyze(path, models=["student"], layers=["conv"], park_kim=True)
+    assert logged.sizes["diagonal_step"] == 1
     fractions = only["band_fraction"].sel(model="student", condition="clean", layer="conv")
     assert float(fractions.sum()) == pytest.approx(1.0)
     assert int(only["grid_height"].squeeze()) == 2 and int(only["grid_width"].squeeze()) == 2

@@ -13,3 +13,4 @@ def test_benchmarks_quick():
     assert proc.returncode == 0, proc.stderr
     assert "stream (numba prepare)" in proc.stdout and "vs baseline" in proc.stdout
     assert "exact linear CKA" in proc.stdout and "distillscope (numba top-k)" in proc.stdout
+    assert "band energy" in proc.stdout and "faster than plain numpy" in proc.stdout

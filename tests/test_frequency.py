@@ -127,3 +127,8 @@ def test_analyze_band_energy_of_maps_and_tokens(tmp_path):
         fr.radial_profile(expected)[1], rtol=1e-10)
     assert np.isnan(r["band_fraction"].sel(model="teacher", condition="clean", layer="conv")).all()
     assert int(r["grid_height"].sel(model="teacher", condition="clean", layer="tokens")) == 8
+    pk = ds.analyze(path, alignment=False, park_kim=True)
+    acc = fr.SpectrumAccumulator((8, 8), log_amplitude=True).update(maps)
+    np.testing.assert_allclose(
+        pk["relative_log_amplitude"].sel(model="student", condition="clean", layer="conv").values,
+        fr.relative_log_amplitude(acc.mean_log_amplitude()), atol=1e-12)

@@ -84,7 +84,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
             convention: str | Convention = "default", l2_normalize: bool | None = None,
             center: bool | None = None, pooling: str = "auto", rows: int | None = None,
             allow_incomplete: bool = False, alignment: bool = True,
-            frequency: bool = True, remove_map_mean: bool = False,
+            frequency: bool = True, remove_map_mean: bool = False, park_kim: bool = False,
             progress: bool = False) -> xr.Dataset:
     """Eigen-spectra and every effective-rank estimator for each model, condition and layer.
 
@@ -107,10 +107,12 @@ def analyze(store, *, models: Sequence[str] | None = None,
         Read a store whose ``complete`` flag is not set.
     frequency : bool, default True
         For maps and tokens, the spatial power spectrum by band (``docs/metrics.md`` section 3):
-        ``band_fraction``, ``radial_profile``, ``relative_log_amplitude``, read in the same
+        ``band_fraction``, ``radial_profile``, ``grid_height``/``grid_width``, read in the same
         pass as the moments.
     remove_map_mean : bool, default False
         Remove each map's spatial mean before its FFT.
+    park_kim : bool, default False
+        Also Park & Kim's ``relative_log_amplitude`` (square grids; one FFT per map, slower).
     alignment : bool, default True
         Also compare every student with the teacher (``docs/metrics.md`` section 2): adds the
         variables of ``distillscope.alignment_analysis`` with dims (student, condition,
@@ -140,7 +142,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
     st = open_store(store, allow_incomplete=allow_incomplete) if own else store
     try:
         return _analyze(st, models, conditions, layers, conv, l2, spectrum_center, settings,
-                        pooling, rows, alignment, frequency, remove_map_mean, progress)
+                        pooling, rows, alignment, frequency, remove_map_mean, park_kim, progress)
     finally:
         if own:
             st.close()
@@ -148,7 +150,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
 
 def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
              spectrum_center: bool, settings: dict, pooling: str, rows, alignment: bool,
-             frequency: bool, remove_map_mean: bool, progress) -> xr.Dataset:
+             frequency: bool, remove_map_mean: bool, park_kim: bool, progress) -> xr.Dataset:
     if st.n_samples < 2:
         raise StoreError(st.path, "/samples/id",
                          f"holds {st.n_samples} sample; spectra of centred data need at least 2")
@@ -200,7 +202,7 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
                 from .frequency import SpectrumAccumulator
 
                 spatial = SpectrumAccumulator(grid, remove_mean=remove_map_mean,
-                                              log_amplitude=grid[0] == grid[1])
+                                              log_amplitude=park_kim and grid[0] == grid[1])
             moments = _moments_of(st, info, pooling, l2, rows, bar, spatial)
             if spatial is not None:
                 spatial_results[idx] = spatial

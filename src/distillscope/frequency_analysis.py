@@ -18,9 +18,9 @@ def frequency_variables(data_vars: dict, coords: dict, attrs: dict,
     dims3 = ("model", "condition", "layer")
     fractions = np.full((*shape, len(BANDS)), np.nan)
     profile = np.full((*shape, RADIAL_BINS), np.nan)
-    longest = max(acc.h // 2 + (acc.h % 2) for acc in spectra.values() if acc.h == acc.w) \
-        if any(acc.h == acc.w for acc in spectra.values()) else 0
-    amplitude = np.full((*shape, max(longest, 1)), np.nan)
+    logged = [acc for acc in spectra.values() if acc.log_amplitude]
+    longest = max((acc.h - acc.h // 2 for acc in logged), default=0)
+    amplitude = np.full((*shape, longest), np.nan)
     grid = np.zeros((*shape, 2), dtype=np.int64)
     edges = None
     for idx, acc in spectra.items():
@@ -38,7 +38,12 @@ def frequency_variables(data_vars: dict, coords: dict, attrs: dict,
     coords["radius"] = ("radius", centres, {"long_name": "normalised radial frequency (ring centre)",
                                             "units": "1", "definition": "sqrt(fx^2 + fy^2) / 0.5; 1 = axis Nyquist"})
     coords["radius_lower"] = ("radius", edges[:-1])
-    coords["diagonal_step"] = np.arange(amplitude.shape[-1])
+    if logged:
+        coords["diagonal_step"] = np.arange(amplitude.shape[-1])
+        data_vars["relative_log_amplitude"] = ((*dims3, "diagonal_step"), amplitude, {
+            "long_name": "relative log amplitude (Park & Kim)", "units": "1",
+            "definition": "mean ln(|fft2| + 1e-6), fftshift, half diagonal from the centre, minus "
+                          "DC; Park & Kim, arXiv 2202.06709; square grids only"})
     how = "spatial mean removed per map" if remove_mean else "spatial mean kept"
     data_vars["band_fraction"] = ((*dims3, "band"), fractions, {
         "long_name": "fraction of non-DC spatial power", "units": "1",
@@ -48,10 +53,6 @@ def frequency_variables(data_vars: dict, coords: dict, attrs: dict,
     data_vars["radial_profile"] = ((*dims3, "radius"), profile, {
         "long_name": "fraction of non-DC spatial power per ring", "units": "1",
         "definition": f"{RADIAL_BINS} equal rings of rho over (0, sqrt 2]; {how}"})
-    data_vars["relative_log_amplitude"] = ((*dims3, "diagonal_step"), amplitude, {
-        "long_name": "relative log amplitude (Park & Kim)", "units": "1",
-        "definition": "mean ln(|fft2| + 1e-6), fftshift, half diagonal from the centre, minus DC; "
-                      "Park & Kim, arXiv 2202.06709; square grids only"})
     data_vars["grid_height"] = (dims3, grid[..., 0], {
         "long_name": "spatial grid height", "units": "1",
         "definition": "h of the maps or token grid (0 for embeddings); compare bands on equal grids"})
