@@ -21,17 +21,16 @@ Peak memory: VmHWM growth of a fresh process per method, as in bench_spectrum.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 import distillscope as ds
 from distillscope import alignment as al
+from _common import best_time, peak_memory as _peak
 
 D = 768
 
@@ -85,7 +84,9 @@ def cka_stream(path: Path) -> float:
         for (_, x), (_, y) in zip(st.iter_chunks(t), st.iter_chunks(s)):
             m.update(x, y)
         al.linear_cka(m, debiased=True)
-        return al.linear_cka(m)
+        with warnings.catch_warnings():  # the quick sizes have d > n / 10: a timing run only
+            warnings.simplefilter("ignore", al.DegenerateWarning)
+            return al.linear_cka(m)
 
 
 # ------------------------------------------------------------------------------- mutual kNN
@@ -130,38 +131,13 @@ KNN = {"floor (BLAS blocks only)": ("memory", knn_floor),
        "argpartition": ("memory", knn_argpartition)}
 
 
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
-
-
 def peak_memory(table: str, method: str, path: Path) -> float:
-    code = (
-        "import sys, json\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "import bench_alignment as b\n"
-        "from pathlib import Path\n"
-        f"kind, fn = getattr(b, {table!r})[{method!r}]\n"
-        f"path = Path({str(path)!r})\n"
-        "b.knn_ours(b.load(b.make_store(path.with_name('warm.h5'), 64, 8)))\n"
-        "before = b._status_mib('VmRSS')\n"
-        "fn(b.load(path) if kind == 'memory' else path)\n"
-        "print(json.dumps(b._status_mib('VmHWM') - before))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _peak("bench_alignment", table, method, path,
+                 "b.knn_ours(b.load(b.make_store(path.with_name('warm.h5'), 64, 8)))")
 
 
 def timed(fn, arg, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(arg)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_time(fn, arg, repeats)
 
 
 def run(cka_sizes, knn_n, repeats, memory, folder: Path, gram_limit_gib: float) -> str:

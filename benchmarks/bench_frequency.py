@@ -14,17 +14,15 @@ Peak memory: VmHWM growth of a fresh process per method.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import distillscope as ds
 from distillscope import frequency as fr
+from _common import best_time, peak_memory as _peak
 
 LAYER = ("student", "clean", "conv")
 
@@ -90,29 +88,9 @@ METHODS = {"floor (bare rfft2)": ("memory", floor),
            "distillscope, float16 store": ("store", streamed_float16)}
 
 
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(field)
-
-
 def peak_memory(method: str, path: Path) -> float:
-    code = (
-        "import sys, json\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "import bench_frequency as b\n"
-        "from pathlib import Path\n"
-        f"kind, fn = b.METHODS[{method!r}]\n"
-        f"path = Path({str(path)!r})\n"
-        "b.streamed(b.make_store(path.with_name('warm.h5'), 4, 2, 4, 4))\n"
-        "before = b._status_mib('VmRSS')\n"
-        "fn(b.load(path) if kind == 'memory' else path)\n"
-        "print(json.dumps(b._status_mib('VmHWM') - before))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _peak("bench_frequency", "METHODS", method, path,
+                 "b.streamed(b.make_store(path.with_name('warm.h5'), 4, 2, 4, 4))")
 
 
 def run(n, c, h, w, repeats, memory, folder: Path) -> str:
@@ -120,13 +98,13 @@ def run(n, c, h, w, repeats, memory, folder: Path) -> str:
     path = make_store(folder / "maps.h5", n, c, h, w)
     make_store(folder / "maps_f16.h5", n, c, h, w, dtype=np.float16)
     maps = load(path)
-    base = min(_time(floor, maps) for _ in range(repeats))
+    base = best_time(floor, maps, repeats)
     lines = [f"## band energy, n = {n} maps of {c} x {h} x {w}, float32",
              f"{'method':<32} {'time':>9} {'vs floor':>9} {'peak MiB':>9}  low / mid / high"]
     results = {}
     for name, (kind, fn) in METHODS.items():
         arg = maps if kind == "memory" else path
-        t = base if fn is floor else min(_time(fn, arg) for _ in range(repeats))
+        t = base if fn is floor else best_time(fn, arg, repeats)
         value = fn(arg)
         results[name] = t
         mem = peak_memory(name, path) if memory else float("nan")
@@ -135,12 +113,6 @@ def run(n, c, h, w, repeats, memory, folder: Path) -> str:
     lines.append(f"distillscope streamed is {results['plain numpy (fft2 + bincount)'] / results['distillscope streamed']:.2f}x "
                  "faster than plain numpy")
     return "\n".join(lines)
-
-
-def _time(fn, arg) -> float:
-    start = time.perf_counter()
-    fn(arg)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> int:

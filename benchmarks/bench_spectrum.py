@@ -21,17 +21,14 @@ read from the page cache (it was just written), so I/O is memory bandwidth, not 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import distillscope as ds
+from _common import best_time, peak_memory as _peak
 
 LAYER = ("teacher", "clean", "embedding")
 
@@ -126,42 +123,9 @@ METHODS = {
 }
 
 
-def best_time(fn, arg, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        fn(arg)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def _status_mib(field: str) -> float:
-    """A memory field of /proc/self/status in MiB (VmRSS now, VmHWM its peak since exec)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def peak_memory(method: str, path: Path) -> float:
-    """Peak RSS growth (MiB) of one method in a fresh process."""
-    code = (
-        "import sys, json\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "import bench_spectrum as b\n"
-        "from pathlib import Path\n"
-        f"kind, fn = b.METHODS[{method!r}]\n"
-        f"path = Path({str(path)!r})\n"
-        "b.stream_numba(b.make_store(path.with_name('warm.h5'), 50, 4))  # compile, import\n"
-        "before = b._status_mib('VmRSS')\n"
-        "arg = b.load(path) if kind == 'memory' else path\n"
-        "fn(arg)\n"
-        "print(json.dumps(b._status_mib('VmHWM') - before))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return _peak("bench_spectrum", "METHODS", method, path,
+                 "b.stream_numba(b.make_store(path.with_name('warm.h5'), 50, 4))")
 
 
 def run(sizes, repeats: int, memory: bool, folder: Path) -> list[dict]:
