@@ -218,3 +218,57 @@ def test_checksum_detects_flipped_bytes(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ds.StoreError, match=r"/models/teacher/clean/e: cannot read samples 0\.\..*damaged"):
         ds.validate_store(path, deep=True)
+
+
+# ----------------------------------------------------------------- direct chunk reads (fast path)
+from distillscope.store import _RawChunks  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1000, 37), (333, 3, 5, 7)])
+def test_direct_chunk_reads_equal_hdf5(tmp_path, dtype, shape):
+    z = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    path = write_store(tmp_path / "d.h5", {("teacher", "clean", "x"): z})
+    with ds.open_store(path) as st:
+        info = st.layers("teacher", "clean")["x"]
+        dset = st._file[info.path]
+        assert _RawChunks.open(st, dset, dset.chunks[0] * 3) is not None
+        assert _RawChunks.open(st, dset, dset.chunks[0] * 3 + 1) is None  # not whole chunks
+        for rows in (dset.chunks[0], dset.chunks[0] * 3, None, 7):
+            got = np.concatenate([b.copy() for _, b in st.iter_chunks(info, rows)])
+            np.testing.assert_array_equal(got, z)
+
+
+def test_direct_reads_fall_back_for_other_layouts(tmp_path):
+    z = np.random.default_rng(1).standard_normal((500, 20)).astype(np.float32)
+    with ds.StoreWriter(tmp_path / "g.h5", sample_ids=np.arange(500), compression="gzip") as w:
+        w.add_condition("clean")
+        w.add_model("teacher", role="teacher", architecture="x")
+        w.write_layer("teacher", "clean", "x", z)
+    with ds.open_store(tmp_path / "g.h5") as st:
+        info = st.layers("teacher", "clean")["x"]
+        assert _RawChunks.open(st, st._file[info.path], st._file[info.path].chunks[0]) is None
+        np.testing.assert_array_equal(st.read(info), z)
+
+
+def _chunk_checksum_offsets(path, hdf5_path):
+    with h5py.File(path) as f:
+        d = f[hdf5_path]
+        infos = [d.id.get_chunk_info(i) for i in range(d.id.get_num_chunks())]
+    return [(i.byte_offset, i.size) for i in sorted(infos, key=lambda i: i.chunk_offset)]
+
+
+def test_direct_reads_detect_corruption_in_the_edge_chunk_and_accept_legacy_checksums(tmp_path):
+    z = np.arange(1000 * 300, dtype=np.float32).reshape(1000, 300)  # chunks of 873 rows: edge 127
+    path = write_store(tmp_path / "e.h5", {("teacher", "clean", "x"): z})
+    (first, first_size), (edge, edge_size) = _chunk_checksum_offsets(path, "/models/teacher/clean/x")
+    data = bytearray(path.read_bytes())
+    stored = data[first + first_size - 4:first + first_size]
+    data[first + first_size - 4:first + first_size] = bytes([stored[1], stored[0], stored[3], stored[2]])
+    path.write_bytes(bytes(data))
+    ds.validate_store(path, deep=True).close()  # HDF5 < 1.6.3 byte order: accepted, as HDF5 does
+    data[edge + 10] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ds.StoreError, match=r"cannot read samples 873\.\.999 \(fletcher32 checksum "
+                                             r"mismatch\)"):
+        ds.validate_store(path, deep=True)

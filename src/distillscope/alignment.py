@@ -131,13 +131,14 @@ class PairMoments:
             self._shift = (self.joint._shift[: self.d1], self.joint._shift[self.d1:])
         z = self.joint.last_block  # the chunk in float64, minus the shared shift
         zx, zy = z[:, : self.d1], z[:, self.d1:]
-        a = np.einsum("ij,ij->i", zx, zx)
-        b = np.einsum("ij,ij->i", zy, zy)
+        norms = np.stack([np.einsum("ij,ij->i", zx, zx), np.einsum("ij,ij->i", zy, zy)])
+        a, b = norms
         self._scalars += (a.sum(), b.sum(), a @ b, a @ a, b @ b)
-        self._u += b @ zx
-        self._wx += a @ zx
-        self._v += a @ zy
-        self._wy += b @ zy
+        weighted = norms @ z  # one pass: rows [a @ zx | a @ zy] and [b @ zx | b @ zy]
+        self._wx += weighted[0, : self.d1]
+        self._v += weighted[0, self.d1:]
+        self._u += weighted[1, : self.d1]
+        self._wy += weighted[1, self.d1:]
         return self
 
     def merge(self, other: "PairMoments") -> "PairMoments":
