@@ -131,6 +131,10 @@ class SecondMoments:
             rows = rows.astype(np.float32)
         rows = np.ascontiguousarray(rows)
         out = self._scratch(m)
+        if self._shift is None and not self.l2_normalize:
+            # the first chunk's mean, from the input (one read instead of a second pass over
+            # the float64 output); any shift near the mean keeps the sums exact
+            self._shift = rows.mean(axis=0, dtype=np.float64)
         first = self._shift is None
         shift = np.zeros(self.n_features) if first else self._shift
         colsum = self._colsum
@@ -139,7 +143,7 @@ class SecondMoments:
             bad = ~np.isfinite(rows)
             row, column = np.argwhere(bad)[0]
             raise NonFiniteError(int(n_bad), int(row), int(column))
-        if first:  # shift by the first chunk's own mean, exactly
+        if first:  # L2-normalised rows: shift by the first chunk's mean once it is known
             mean = colsum / m
             out -= mean
             self._shift = mean
