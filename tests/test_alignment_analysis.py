@@ -5,7 +5,6 @@ import pytest
 import xarray as xr
 
 import distillscope as ds
-from distillscope import alignment as al
 from conftest import write_store
 
 import reference_alignment as ref

@@ -33,7 +33,7 @@ from .alignment import (
 from ._errors import InputError
 from .conventions import Convention
 from .moments import NonFiniteError
-from .pooling import pool, pooled_width
+from .pooling import pool
 from .store import LayerInfo, Store, StoreError, nonfinite_message
 
 __all__ = ["alignment_dataset", "SCALARS"]

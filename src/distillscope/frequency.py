@@ -98,10 +98,6 @@ class SpectrumAccumulator:
 
     def update(self, maps: np.ndarray) -> "SpectrumAccumulator":
         """Add a block of maps ``(m, c, h, w)`` (float16/32/64); returns ``self``."""
-        import scipy.fft
-
-        from ._kernels import fold_power
-
         maps = np.asarray(maps)
         if maps.ndim != 4 or maps.shape[2:] != (self.h, self.w):
             raise InputError(f"maps must have shape (m, c, {self.h}, {self.w}); got {maps.shape}")
