@@ -266,9 +266,21 @@ def test_direct_reads_detect_corruption_in_the_edge_chunk_and_accept_legacy_chec
     stored = data[first + first_size - 4:first + first_size]
     data[first + first_size - 4:first + first_size] = bytes([stored[1], stored[0], stored[3], stored[2]])
     path.write_bytes(bytes(data))
-    ds.validate_store(path, deep=True).close()  # HDF5 < 1.6.3 byte order: accepted, as HDF5 does
+    def read_all():
+        with ds.open_store(path) as st:
+            dset = st._file["/models/teacher/clean/x"]
+            raw = _RawChunks.open(st, dset, dset.chunks[0])
+            block = np.empty((dset.chunks[0], 300), np.float32)
+            for start in range(0, 1000, dset.chunks[0]):
+                stop = min(1000, start + dset.chunks[0])
+                raw.read(start, stop, block[: stop - start], "/models/teacher/clean/x")
+
+    read_all()  # HDF5 < 1.6.3 byte order: accepted, as HDF5 does
+    ds.validate_store(path, deep=True).close()
     data[edge + 10] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ds.StoreError, match=r"cannot read samples 873\.\.999 \(fletcher32 checksum "
                                              r"mismatch\)"):
-        ds.validate_store(path, deep=True)
+        read_all()
+    with pytest.raises(ds.StoreError, match=r"cannot read samples .*damaged"):
+        ds.validate_store(path, deep=True)  # whichever path reads it

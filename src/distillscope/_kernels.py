@@ -21,28 +21,30 @@ _TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
 
 
 @njit(cache=True, nogil=True)
-def prepare_rows(src, shift, l2_normalize, out, colsum):  # pragma: no cover - jitted
+def prepare_rows(src, shift, l2_normalize, out, colsum, colcheck):  # pragma: no cover - jitted
     """Convert rows to float64, optionally L2-normalise them, subtract ``shift``; one pass.
 
     For every row ``x`` of ``src`` (n, d): ``y = x / max(||x||, 1e-12) - shift`` when
     ``l2_normalize`` else ``y = x - shift``, written to ``out`` (n, d) float64; the column sums
-    of ``y`` are written to ``colsum`` (d,).
+    of ``y`` are written to ``colsum`` (d,). ``colcheck`` (d,) receives the column sums of
+    ``x - x``: 0 for finite values, NaN as soon as a column met a NaN or an infinity. Every
+    accumulation runs along columns, so the inner loop has no serial dependency and the
+    compiler vectorises it.
 
-    Returns ``(n_bad_rows, n_zero_rows)``: the number of rows holding a NaN or an infinity
-    (detected as a NaN in the running sum of ``x - x``), and with ``l2_normalize`` the number of
-    rows whose norm is zero (they stay zero, as in ``torch.nn.functional.normalize``).
+    Returns ``(has_bad, n_zero_rows)``: whether any value is NaN or infinite (the caller locates
+    them), and with ``l2_normalize`` the number of rows whose norm is zero (they stay zero, as in
+    ``torch.nn.functional.normalize``).
 
     Serial on purpose: between BLAS calls OpenBLAS's worker threads keep spinning, and a
     two-thread ``prange`` version ran twice as slow inside the streaming loop as this one
     (``benchmarks/bench_spectrum.py``, docs/performance.md).
     """
     n, d = src.shape
-    bad = 0
     zero = 0
     for j in range(d):
         colsum[j] = 0.0
+        colcheck[j] = 0.0
     for i in range(n):
-        check = 0.0
         scale = 1.0
         if l2_normalize:
             sumsq = 0.0
@@ -55,13 +57,16 @@ def prepare_rows(src, shift, l2_normalize, out, colsum):  # pragma: no cover - j
             scale = 1.0 / max(norm, _TINY_NORM)
         for j in range(d):
             v = float(src[i, j])  # Python float under NUMBA_DISABLE_JIT: no warnings
-            check += v - v
-            y = v * scale - shift[j]
+            y = v * scale - float(shift[j])
             out[i, j] = y
-            colsum[j] += y
-        if check != 0.0:  # NaN compares unequal to everything
-            bad += 1
-    return bad, zero
+            # float(): plain Python floats when run without JIT, so inf - inf warns nowhere
+            colsum[j] = float(colsum[j]) + y
+            colcheck[j] = float(colcheck[j]) + (v - v)
+    has_bad = 0
+    for j in range(d):
+        if colcheck[j] != 0.0:  # NaN compares unequal to everything
+            has_bad = 1
+    return has_bad, zero
 
 
 _TOPK_SKIP = 32  # columns tested at once against the current k-th best

@@ -98,6 +98,7 @@ class SecondMoments:
         self._cross: np.ndarray | None = None  # C = sum((x - shift)(x - shift)^T)
         self._buffer = np.empty((0, self.n_features))
         self._colsum = np.empty(self.n_features)
+        self._colcheck = np.empty(self.n_features)
         self.last_block = self._buffer  # the last chunk as prepared: float64, minus the shift
 
     # -- accumulation ---------------------------------------------------------------------
@@ -138,11 +139,12 @@ class SecondMoments:
         first = self._shift is None
         shift = np.zeros(self.n_features) if first else self._shift
         colsum = self._colsum
-        n_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, colsum)
-        if n_bad:
+        has_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, colsum,
+                                       self._colcheck)
+        if has_bad:
             bad = ~np.isfinite(rows)
             row, column = np.argwhere(bad)[0]
-            raise NonFiniteError(int(n_bad), int(row), int(column))
+            raise NonFiniteError(int(bad.any(axis=1).sum()), int(row), int(column))
         if first:  # L2-normalised rows: shift by the first chunk's mean once it is known
             mean = colsum / m
             out -= mean

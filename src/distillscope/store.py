@@ -494,8 +494,13 @@ class Store:
                 yield from self.layers(model, condition).values()
 
     def _raw_reader(self, ds: h5py.Dataset, rows: int) -> "_RawChunks | None":
-        """A direct reader of ``ds``'s chunks when its layout allows one, else None."""
-        if self._raw_fd is None:
+        """A direct reader of ``ds``'s chunks when its layout allows one, else None.
+
+        Not with ``NUMBA_DISABLE_JIT=1``: the checksum kernel would run as Python, byte by byte.
+        """
+        from numba import config
+
+        if self._raw_fd is None or config.DISABLE_JIT:
             return None
         return _RawChunks.open(self, ds, rows)
 
