@@ -15,9 +15,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["prepare_rows", "topk_update", "knn_overlap", "fold_power", "fletcher32"]
+__all__ = ["jit_enabled", "prepare_rows", "topk_update", "knn_overlap", "fold_power", "fletcher32"]
 
-_TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
+_TINY_NORM = 1e-12
+
+
+def jit_enabled() -> bool:
+    """False under ``NUMBA_DISABLE_JIT=1``, where these kernels run as plain Python."""
+    from numba import config
+
+    return not config.DISABLE_JIT
+  # torch.nn.functional.normalize's eps: a zero row stays zero
 
 
 @njit(cache=True, nogil=True)

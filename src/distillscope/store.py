@@ -498,9 +498,9 @@ class Store:
 
         Not with ``NUMBA_DISABLE_JIT=1``: the checksum kernel would run as Python, byte by byte.
         """
-        from numba import config
+        from ._kernels import jit_enabled
 
-        if self._raw_fd is None or config.DISABLE_JIT:
+        if self._raw_fd is None or not jit_enabled():
             return None
         return _RawChunks.open(self, ds, rows)
 
