@@ -52,3 +52,15 @@ def peak_memory(module: str, table: str, method: str, path: Path, warm: str) -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def arguments(description: str, repeats: int):
+    """The options every benchmark takes: --quick, --no-memory, --repeats."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory subprocesses")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser

@@ -20,7 +20,6 @@ Peak memory: VmHWM growth of a fresh process per method, as in bench_spectrum.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import warnings
@@ -30,7 +29,7 @@ import numpy as np
 
 import distillscope as ds
 from distillscope import alignment as al
-from _common import best_time, peak_memory as _peak
+from _common import arguments, best_time, peak_memory as _peak
 
 D = 768
 
@@ -175,10 +174,7 @@ def run(cka_sizes, knn_n, repeats, memory, folder: Path, gram_limit_gib: float) 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--repeats", type=int, default=2)
+    p = arguments(__doc__.splitlines()[0], repeats=2)
     p.add_argument("--gram-limit-gib", type=float, default=12.0,
                    help="skip the n x n Gram baseline above this much memory")
     args = p.parse_args(argv)

@@ -13,7 +13,6 @@ Peak memory: VmHWM growth of a fresh process per method.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 
 import distillscope as ds
 from distillscope import frequency as fr
-from _common import best_time, peak_memory as _peak
+from _common import arguments, best_time, peak_memory as _peak
 
 LAYER = ("student", "clean", "conv")
 
@@ -116,10 +115,7 @@ def run(n, c, h, w, repeats, memory, folder: Path) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--repeats", type=int, default=2)
+    p = arguments(__doc__.splitlines()[0], repeats=2)
     args = p.parse_args(argv)
     n, c = (200, 32) if args.quick else (10_000, 256)
     with tempfile.TemporaryDirectory() as folder:

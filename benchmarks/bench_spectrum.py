@@ -20,7 +20,6 @@ read from the page cache (it was just written), so I/O is memory bandwidth, not 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import distillscope as ds
-from _common import best_time, peak_memory as _peak
+from _common import arguments, best_time, peak_memory as _peak
 
 LAYER = ("teacher", "clean", "embedding")
 
@@ -164,10 +163,7 @@ def report(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--repeats", type=int, default=3)
+    p = arguments(__doc__.splitlines()[0], repeats=3)
     args = p.parse_args(argv)
     sizes = [(2000, 64), (20_000, 64)] if args.quick else [
         (10_000, 512), (10_000, 768), (100_000, 512), (100_000, 768)]
