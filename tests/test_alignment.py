@@ -212,3 +212,14 @@ def test_biased_cka_warns_at_small_samples():
     x, y = _data(100, 12, 5)
     with pytest.warns(al.DegenerateWarning, match="debiased=True"):
         al.linear_cka(x, y)
+
+
+def test_feature_space_angles_match_scipy_on_principal_directions():
+    x, y = _data(300, 9, 9, seed=14)
+    k = 4
+    vx = np.linalg.svd(ref.centre(x), full_matrices=False)[2][:k].T
+    vy = np.linalg.svd(ref.centre(y), full_matrices=False)[2][:k].T
+    np.testing.assert_allclose(al.principal_angles(x, y, k=k, space="feature"),
+                               np.sort(scipy.linalg.subspace_angles(vx, vy)), atol=1e-7)
+    with pytest.raises(ds.InputError, match="d1 == d2"):
+        al.principal_angles(x, y[:, :5], k=3, space="feature")
