@@ -27,7 +27,8 @@ from ._errors import InputError
 
 __all__ = ["SecondMoments", "NonFiniteError"]
 
-_FLOATS = (np.float16, np.float32, np.float64)
+#: the feature dtypes accepted everywhere (the store refuses others too)
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 class NonFiniteError(InputError):
@@ -120,7 +121,7 @@ class SecondMoments:
             raise InputError(
                 f"rows must have shape (m, {self.n_features}); got {rows.shape}"
             )
-        if rows.dtype not in _FLOATS:
+        if rows.dtype not in FLOAT_DTYPES:
             raise InputError(
                 f"rows must be float16, float32 or float64; got {rows.dtype} "
                 "(convert with .astype(np.float32))"

@@ -35,6 +35,7 @@ import numpy as np
 
 from ._errors import InputError, OutputError, StoreError
 from ._version import __version__
+from .moments import FLOAT_DTYPES
 
 __all__ = [
     "FORMAT",
@@ -51,7 +52,6 @@ FORMAT = "distillscope.store"
 FORMAT_VERSION = 1
 ROLES = ("teacher", "student")
 LAYER_KINDS = {"embedding": 2, "map": 4, "tokens": 3}
-_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _CHUNK_BYTES = 1 << 20  # HDF5 chunk size target (h5py's guidance: 10 KiB to 1 MiB)
 _WRITE_BYTES = 16 << 20  # bytes per block copied into a new store
 # Streamed blocks: as many rows as fit 128 MiB once converted to float64, at most 16384. BLAS
@@ -135,7 +135,7 @@ def _plain(value: Any) -> Any:
 
 
 def _float_dtype(array_dtype: np.dtype, where: str) -> None:
-    if np.dtype(array_dtype) not in _FLOATS:
+    if np.dtype(array_dtype) not in FLOAT_DTYPES:
         raise InputError(
             f"{where}: features must be float16, float32 or float64; got {np.dtype(array_dtype)} "
             "(convert with .astype(np.float32); integer or complex activations are not features)"
@@ -795,7 +795,7 @@ def _validate_layer(path: Path, where: str, ds: h5py.Dataset, n: int) -> None:
 
     if not isinstance(ds, h5py.Dataset):
         fail("expected a dataset of activations, found a group")
-    if ds.dtype not in _FLOATS:
+    if ds.dtype not in FLOAT_DTYPES:
         fail(f"dtype {ds.dtype} is not float16/32/64; store activations as floating point")
     if ds.shape[0] != n:
         fail(f"holds {ds.shape[0]} samples but /samples/id has {n}; every model must cover "
