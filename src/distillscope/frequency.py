@@ -36,6 +36,7 @@ __all__ = [
     "tokens_to_maps",
     "normalised_radius",
     "band_fractions",
+    "band_mask",
     "radial_profile",
     "relative_log_amplitude",
     "power_spectrum",
@@ -204,14 +205,27 @@ def power_spectrum(maps: np.ndarray, *, remove_mean: bool = False) -> np.ndarray
 def band_fractions(power: np.ndarray) -> dict[str, float]:
     """Fractions of the non-DC power in the low, mid and high bands (sum to 1)."""
     power = np.asarray(power, dtype=np.float64)
-    rho = normalised_radius(*power.shape)
     total = power.sum() - power[0, 0]
     out = {}
-    for name, (lo, hi) in BANDS.items():
-        inside = (rho >= lo) & ((rho < hi) if name != "high" else (rho <= hi + 1e-12))
-        inside[0, 0] = False
+    for name in BANDS:
+        inside = band_mask(*power.shape, name)
         out[name] = float(power[inside].sum() / total) if total > 0 else float("nan")
     return out
+
+
+def band_mask(h: int, w: int, band: str) -> np.ndarray:
+    """Boolean ``(h, w)`` mask of the DFT bins (DC at ``[0, 0]``) in one band of ``BANDS``.
+
+    Bands are half-open ``[lo, hi)`` in the normalised radius, the last one closed so that the
+    Nyquist corner (``rho = sqrt(2)``) counts; the DC bin belongs to no band.
+    """
+    if band not in BANDS:
+        raise InputError(f"band must be one of {', '.join(BANDS)}; got {band!r}")
+    lo, hi = BANDS[band]
+    rho = normalised_radius(h, w)
+    inside = (rho >= lo) & ((rho <= hi + 1e-12) if band == list(BANDS)[-1] else (rho < hi))
+    inside[0, 0] = False
+    return inside
 
 
 def radial_profile(power: np.ndarray, bins: int = 8) -> tuple[np.ndarray, np.ndarray]:

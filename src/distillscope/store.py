@@ -210,6 +210,9 @@ class StoreWriter:
         Replace an existing store at ``path`` (only once the new one is complete).
     compression : str, optional
         HDF5 filter, e.g. "gzip"; off by default (dense activations shrink 1.1-1.2x).
+    provenance : mapping, optional
+        Anything else worth keeping about how the features were made (package versions, data
+        digests, ...), stored as JSON text in the root attribute ``provenance``.
 
     Examples
     --------
@@ -225,7 +228,8 @@ class StoreWriter:
 
     def __init__(self, path: str | os.PathLike[str], sample_ids, *, labels=None, splits=None,
                  config: str | Mapping[str, Any] | None = None, producer: str = "distillscope",
-                 overwrite: bool = False, compression: str | None = None):
+                 overwrite: bool = False, compression: str | None = None,
+                 provenance: Mapping[str, Any] | None = None):
         self.path = Path(path)
         check_output_path(self.path, overwrite=overwrite, what="store")
         ids = np.asarray(sample_ids)
@@ -257,6 +261,8 @@ class StoreWriter:
             root["config"] = (config if isinstance(config, str)
                               else json.dumps(config or {}, sort_keys=True, default=str))
             root["n_samples"] = self.n_samples
+            if provenance is not None:
+                root["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
             root["numpy_version"] = np.__version__
             root["h5py_version"] = h5py.__version__
             root["hdf5_version"] = h5py.version.hdf5_version
