@@ -1,4 +1,4 @@
-"""The ``distillscope`` command: inspect, analyze, demo.
+"""The ``distillscope`` command: extract, inspect, analyze, demo.
 
 Errors print one line (``distillscope: error: ...``) and exit with status 1, or 2 for a wrong
 command line; ``--debug`` shows the traceback instead.
@@ -139,6 +139,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    try:
+        from distillscope_extract import extract
+    except ImportError as err:  # torch, timm or the extract package itself is missing
+        raise DistillscopeError(
+            f"distillscope extract needs the extract extras ({err.name or err} is missing); "
+            "install them with: pip install -e '.[extract]'") from None
+    extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
+            batch_size=args.batch_size, amp=args.amp, dry_run=args.dry_run,
+            progress=not args.quiet)
+    return 0
+
+
 def _analysis_options(p: argparse.ArgumentParser) -> None:
     from .conventions import CONVENTIONS
     from .pooling import POOLINGS
@@ -184,6 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse a store whose writer did not finish")
     _analysis_options(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("extract", help="run teacher and students over a dataset into a store",
+                       description="Run the models of a TOML configuration (extract/README.md) "
+                       "over clean and corrupted data and write their activations to a feature "
+                       "store. Safe to kill: rerunning the same command resumes.")
+    p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
+    p.add_argument("-o", "--output", help="store to write (default: [run] output, else CONFIG.h5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
+    p.add_argument("--batch-size", type=int, help="default: [run] batch_size")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (CUDA only; default: [run] amp)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be extracted and the store size; write nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("demo", help="generate a synthetic store and analyse it")
     p.add_argument("--out", default="distillscope-demo", help="output folder (default: %(default)s)")

@@ -1,0 +1,134 @@
+"""Preprocessing as batched torch operations, with the input conditions at their stage.
+
+Order for every image: uint8 -> float in [0, 1] -> conditions at ``stage = "source"`` -> resize
+the shorter side to ``resize`` (PIL's antialiased kernels) -> centre crop to ``size`` -> clamp
+to [0, 1] (as PIL's uint8 output saturates; no re-quantisation) -> pixel-space conditions ->
+``(x - mean) / std`` -> normalized-space conditions. An image already at ``size`` is not
+resampled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .conditions import Condition
+from .config import PreprocessSpec
+from .errors import ConfigError
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "Preprocessing", "resolve_preprocessing"]
+
+#: OpenAI CLIP's normalisation (Radford et al. 2021), used by arXiv 2603.06698 for every model
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resolved preprocessing of one model; recorded in the store as the model's attribute."""
+
+    size: tuple[int, int] | None  # None: keep the source size
+    resize: int | None  # shorter side before the centre crop; None: straight to ``size``
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, images: Sequence[np.ndarray], condition: Condition, sample_ids: Sequence[int],
+                 seed: int) -> torch.Tensor:
+        """Model inputs (k, 3, h, w) float32 for uint8 images under one condition."""
+        if len(images) and all(im.shape == images[0].shape for im in images):
+            return self._batch(np.stack(images), condition, sample_ids, seed)
+        return torch.cat([self._batch(im[None], condition, sample_ids[i:i + 1], seed)
+                          for i, im in enumerate(images)])
+
+    def _batch(self, pixels: np.ndarray, condition: Condition, ids: Sequence[int], seed: int
+               ) -> torch.Tensor:
+        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+        if condition.applies_at("source", "pixel"):
+            x = condition(x, ids, seed)
+        x = self.geometry(x)
+        if condition.applies_at("input", "pixel"):
+            x = condition(x, ids, seed)
+        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        if condition.applies_at("input", "normalized"):
+            x = condition(x, ids, seed)
+        return x.contiguous()
+
+    def geometry(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize the shorter side, centre crop, clamp to [0, 1]."""
+        h, w = x.shape[-2:]
+        if self.size is None or (h, w) == tuple(self.size):
+            return x
+        th, tw = self.size
+        if self.resize is None:
+            nh, nw = th, tw
+        else:
+            short, long_ = (h, w) if h <= w else (w, h)
+            new_long = int(self.resize * long_ / short)  # torchvision's Resize(int)
+            nh, nw = (self.resize, new_long) if h <= w else (new_long, self.resize)
+        if (nh, nw) != (h, w):
+            # antialias=True also when enlarging: torch's antialiased kernels are PIL's (bicubic
+            # a = -0.5, as CLIP's PIL pipeline and torchvision's Resize use), the plain ones not
+            mode = self.interpolation
+            kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+            x = F.interpolate(x, size=(nh, nw), mode=mode, **kwargs)
+        if (nh, nw) != (th, tw):
+            if nh < th or nw < tw:
+                raise ConfigError(f"preprocessing: resized image {nh}x{nw} is smaller than the "
+                                  f"crop {th}x{tw}; set resize >= size")
+            top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
+            x = x[..., top:top + th, left:left + tw]
+        return x.clamp(0.0, 1.0)
+
+
+def _from_model(model: torch.nn.Module) -> dict:
+    import timm.data
+
+    if getattr(model, "pretrained_cfg", None) is None:
+        raise ConfigError(f"{type(model).__name__} has no timm data config to take the "
+                          "preprocessing from; set [preprocess] preset = 'clip', or 'none' with "
+                          "size, mean and std")
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = tuple(cfg["input_size"][1:])
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if img_size is not None:  # a ViT built at another resolution than its pretrained config
+        size = tuple(int(s) for s in img_size)
+    crop_pct = cfg.get("crop_pct", 1.0) or 1.0
+    return {"size": size, "resize": int(math.floor(min(size) / crop_pct)),
+            "interpolation": cfg.get("interpolation", "bicubic"),
+            "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+
+
+def resolve_preprocessing(spec: PreprocessSpec, model: torch.nn.Module | None) -> Preprocessing:
+    """The preprocessing of ``spec`` (preset, then explicit values) for ``model``."""
+    if spec.preset == "clip":
+        values = {"size": (224, 224), "resize": 224, "interpolation": "bicubic",
+                  "mean": CLIP_MEAN, "std": CLIP_STD}
+    elif spec.preset == "model":
+        values = _from_model(model)
+    else:  # "none": the source geometry, normalisation given explicitly
+        values = {"size": None, "resize": None, "interpolation": "bilinear", "mean": None,
+                  "std": None}
+    for key in ("size", "resize", "interpolation", "mean", "std"):
+        if getattr(spec, key) is not None:
+            values[key] = getattr(spec, key)
+    if spec.size is not None and spec.resize is None:  # a size alone: resize straight to it
+        values["resize"] = None
+    if values["mean"] is None or values["std"] is None:
+        raise ConfigError("[preprocess]: preset 'none' needs mean and std")
+    if any(s <= 0 for s in values["std"]):
+        raise ConfigError(f"[preprocess]: std must be positive; got {values['std']}")
+    return Preprocessing(size=tuple(values["size"]) if values["size"] else None,
+                         resize=values["resize"], interpolation=values["interpolation"],
+                         mean=tuple(float(m) for m in values["mean"]),
+                         std=tuple(float(s) for s in values["std"]))

@@ -1,0 +1,413 @@
+"""The extraction run: plan, extract into crash-safe shards, assemble the store.
+
+Crash safety and resumption
+---------------------------
+Activations go first to *shards* in ``<output>.work/``: one ``.npz`` per model, condition and
+range of whole batches, written to a temporary name, fsynced and renamed, so a shard under its
+final name is always whole (a killed h5py writer, by contrast, leaves an unreadable file unless
+flushed, and ``flush`` does not fsync). A shard is cut every ``checkpoint_seconds`` (30 s by
+default), so a kill, SIGKILL included, loses at most that much work. When every shard exists the
+store is assembled through ``distillscope.StoreWriter``, which writes ``<output>.partial`` and
+renames it into place only once complete and synced. Rerunning the same command checks that the
+plan (configuration text, batch size, data, layer shapes) is unchanged, skips the shards that
+exist and continues. Batches always start at multiples of the batch size and every corrupted
+image is seeded by (seed, condition, sample id), so a resumed store holds exactly the features of
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillscope._errors import OutputError
+from distillscope.store import StoreWriter, check_output_path
+
+from .conditions import Condition
+from .config import Config, PreprocessSpec, load_config
+from .data import ImageData, load_data
+from .errors import ConfigError
+from .models import LoadedModel, build_model, to_numpy
+from .preprocess import Preprocessing, resolve_preprocessing
+
+__all__ = ["Plan", "extract", "plan_extraction"]
+
+_SHARD_MAX_BYTES = 256 << 20  # a shard is also cut when its buffered activations reach this
+PRODUCER = "distillscope-extract"
+
+
+@dataclass
+class Plan:
+    """Everything an extraction will do, known before the first batch runs."""
+
+    config: Config
+    output: Path
+    data: ImageData
+    models: list[LoadedModel]
+    preprocessing: dict[str, Preprocessing]
+    layers: dict[str, dict[str, dict[str, Any]]]  # model -> layer -> shape, kind, grid, ...
+    device: str
+    batch_size: int
+    amp: bool
+
+    @property
+    def work(self) -> Path:
+        return self.output.with_name(self.output.name + ".work")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.config.run.dtype)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change between an interrupted run and its resumption."""
+        return {
+            "config_sha256": self.config.sha256,
+            "batch_size": self.batch_size,
+            "dtype": self.config.run.dtype,
+            "sample_ids_sha256": hashlib.sha256(self.data.ids.tobytes()).hexdigest(),
+            "models": {m.spec.name: m.weights["state_sha256"] for m in self.models},
+            "layers": self.layers,
+        }
+
+    def n_bytes(self) -> int:
+        per_sample = sum(int(np.prod(v["shape"])) * len(v["conditions"])
+                         for layers in self.layers.values() for v in layers.values())
+        return per_sample * len(self.data) * self.dtype.itemsize
+
+    def layers_of(self, model: str, condition: str) -> dict[str, dict[str, Any]]:
+        """The layers of ``model`` stored under ``condition``."""
+        return {k: v for k, v in self.layers[model].items() if condition in v["conditions"]}
+
+    def describe(self) -> str:
+        cfg, data = self.config, self.data
+        splits = ", ".join(f"{c} {s}" for s, c in zip(*np.unique(data.splits, return_counts=True)))
+        lines = [
+            f"extract {cfg.path} -> {self.output}",
+            f"  data: {data.source}, {len(data)} samples ({splits})"
+            + (f", {len(np.unique(data.labels))} labels" if data.labels is not None else ""),
+            f"  device {self.device}, batch {self.batch_size}, {cfg.run.dtype}"
+            + (", mixed precision" if self.amp else "") + f", seed {cfg.run.seed}",
+            f"  conditions ({len(cfg.conditions)}):",
+        ]
+        for c in cfg.conditions:
+            params = ", ".join(f"{k}={v}" for k, v in c.params.items() if k != "band_edges")
+            lines.append(f"    {c.name:<20} {c.kind}" + (f" ({params})" if params else ""))
+        lines.append(f"  models ({len(self.models)}):")
+        for m in self.models:
+            p = self.preprocessing[m.spec.name]
+            size = "source size" if p.size is None else f"{p.size[0]}x{p.size[1]}"
+            lines.append(f"    {m.spec.name:<20} {m.spec.role:<8} {m.architecture}  "
+                         f"{m.n_params:,} params  {m.weights['weights']}  input {size} "
+                         f"({p.interpolation})")
+            for layer, info in self.layers[m.spec.name].items():
+                extra = (f" grid {info['grid'][0]}x{info['grid'][1]} + {info['num_prefix_tokens']} prefix"
+                         if info["kind"] == "tokens" else "")
+                if len(info["conditions"]) < len(cfg.conditions):
+                    extra += f" [{', '.join(info['conditions'])}]"
+                lines.append(f"      {layer:<24} {info['kind']:<9} {tuple(info['shape'])}{extra}")
+        lines.append(f"  store: {len(self.models)} models x {len(cfg.conditions)} conditions x "
+                     f"{len(data)} samples = {self.n_bytes() / 2**20:.1f} MiB "
+                     f"(the work folder holds as much again until the store is assembled)")
+        return "\n".join(lines)
+
+
+def _device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA device; use --device cpu")
+    return requested
+
+
+def _where(config: Config, i: int) -> str:
+    return f"{config.path} [[models]] #{i + 1} ({config.models[i].name})"
+
+
+def _output_path(config: Config, output: str | os.PathLike[str] | None) -> Path:
+    return Path(output if output is not None else config.run.output or f"{config.path.stem}.h5")
+
+
+def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
+                    device: str | None = None, batch_size: int | None = None,
+                    amp: bool | None = None) -> Plan:
+    """Check the configuration, data, models and layers; measure every layer's shape."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    run = config.run
+    out = _output_path(config, output)
+    device = _device(device or run.device)
+    amp = run.amp if amp is None else amp
+    if amp and device != "cuda":
+        raise ConfigError("mixed precision (amp) runs on CUDA only; drop --amp or use --device cuda")
+    batch_size = batch_size or run.batch_size
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1; got {batch_size}")
+    data = load_data(config.data)
+    models = [build_model(spec, seed=run.seed, where=_where(config, i))
+              for i, spec in enumerate(config.models)]
+    teacher = next((m for m in models if m.spec.role == "teacher"), models[0])
+    shared = (resolve_preprocessing(config.preprocess, teacher.module)
+              if any(m.spec.preprocess == "shared" for m in models) else None)
+    preprocessing, layers = {}, {}
+    probe = Condition(name="probe", kind="clean")  # shapes do not depend on the condition
+    for i, model in enumerate(models):
+        spec = model.spec
+        prep = (resolve_preprocessing(PreprocessSpec(preset="model"), model.module)
+                if spec.preprocess == "model" else shared)
+        with torch.inference_mode():
+            outs = model.forward(prep(data.images(0, 1), probe, data.ids[:1], run.seed))
+        layers[spec.name] = {}
+        for layer in spec.layers:
+            shape = tuple(outs[layer.name].shape[1:])
+            layers[spec.name][layer.name] = {
+                "module": layer.module, "shape": list(shape),
+                "conditions": list(layer.conditions or (c.name for c in config.conditions)),
+                **model.layer_layout(layer, shape, _where(config, i))}
+        preprocessing[spec.name] = prep
+    return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp)
+
+
+# ------------------------------------------------------------------------------------ shards
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _shard_name(start: int, stop: int) -> str:
+    return f"{start:010d}-{stop:010d}.npz"
+
+
+def _shards(folder: Path) -> list[tuple[int, int, Path]]:
+    """The whole shards of a folder that continue each other from sample 0, in order."""
+    found = []
+    for p in folder.glob("*.npz") if folder.is_dir() else []:
+        with contextlib.suppress(ValueError):
+            start, stop = (int(v) for v in p.stem.split("-"))
+            found.append((start, stop, p))
+    found.sort()
+    chain, expected = [], 0
+    for start, stop, p in found:
+        if start != expected:
+            break
+        chain.append((start, stop, p))
+        expected = stop
+    return chain
+
+
+class _ShardBuffer:
+    """Batches of one model and condition, written as one shard when due."""
+
+    def __init__(self, folder: Path, every_seconds: float):
+        self.folder = folder
+        self.every = every_seconds
+        self.start: int | None = None
+        self.stop = 0
+        self.blocks: dict[str, list[np.ndarray]] = {}
+        self.nbytes = 0
+        self.last = time.monotonic()
+
+    def add(self, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
+        if self.start is None:
+            self.start = start
+        self.stop = stop
+        for name, a in arrays.items():
+            self.blocks.setdefault(name, []).append(a)
+            self.nbytes += a.nbytes
+        if time.monotonic() - self.last >= self.every or self.nbytes >= _SHARD_MAX_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.start is None:
+            return
+        arrays = {name: np.concatenate(blocks) for name, blocks in self.blocks.items()}
+        _atomic_write(self.folder / _shard_name(self.start, self.stop),
+                      lambda fh: np.savez(fh, **arrays))
+        self.start, self.blocks, self.nbytes, self.last = None, {}, 0, time.monotonic()
+
+
+# ------------------------------------------------------------------------------------ the run
+def _prepare_work(plan: Plan) -> None:
+    """Create the work folder, or check that the one there belongs to this very plan."""
+    fingerprint = plan.fingerprint()
+    state = plan.work / "plan.json"
+    if state.is_file():
+        previous = json.loads(state.read_text())
+        if previous != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise ConfigError(
+                f"{plan.work}: an unfinished extraction with another {', '.join(changed)} is "
+                f"here; rerun it with the same configuration and options, or delete {plan.work}")
+        return
+    plan.work.mkdir(parents=True, exist_ok=True)
+    _atomic_write(state, lambda fh: fh.write(json.dumps(fingerprint, indent=1).encode()))
+
+
+def _is_finished_store(path: Path, config_sha256: str) -> bool:
+    """True when ``path`` is a complete store of this very configuration (a run killed
+    between renaming the store and deleting its work folder)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            prov = json.loads(f.attrs.get("provenance", "{}"))
+            return bool(f.attrs.get("complete")) and prov.get("config_sha256") == config_sha256
+    except (OSError, ValueError):
+        return False
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled,
+                dynamic_ncols=True, leave=True, file=sys.stderr)
+
+
+def _extract_shards(plan: Plan, *, progress: bool) -> None:
+    n, bs, seed = len(plan.data), plan.batch_size, plan.config.run.seed
+    autocast = (torch.autocast("cuda", dtype=torch.float16) if plan.amp
+                else contextlib.nullcontext())
+    for model in plan.models:
+        name = model.spec.name
+        prep = plan.preprocessing[name]
+        todo = [c for c in plan.config.conditions
+                if (_shards(plan.work / name / c.name) or [(0, 0, None)])[-1][1] < n]
+        if not todo:
+            continue
+        model.module.to(plan.device)
+        for condition in todo:
+            keep = plan.layers_of(name, condition.name)
+            folder = plan.work / name / condition.name
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob("*.tmp"):
+                stale.unlink()
+            chain = _shards(folder)
+            done = chain[-1][1] if chain else 0
+            buffer = _ShardBuffer(folder, plan.config.run.checkpoint_seconds)
+            with _progress(n, done, f"{name} / {condition.name}", progress) as bar:
+                for start in range(done, n, bs):
+                    stop = min(n, start + bs)
+                    x = prep(plan.data.images(start, stop), condition, plan.data.ids[start:stop], seed)
+                    with torch.inference_mode(), autocast:
+                        outs = model.forward(x.to(plan.device, non_blocking=True))
+                    buffer.add(start, stop, {k: to_numpy(outs[k], plan.dtype) for k in keep})
+                    bar.update(stop - start)
+                buffer.flush()
+        model.module.to("cpu")
+
+
+def _provenance(plan: Plan) -> dict[str, Any]:
+    import timm
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "timm": timm.__version__, "numpy": np.__version__}
+    with contextlib.suppress(ImportError):
+        import torchvision
+
+        versions["torchvision"] = torchvision.__version__
+    return {"config_sha256": plan.config.sha256, "config_file": str(plan.config.path),
+            "versions": versions, "device": plan.device, "batch_size": plan.batch_size,
+            "mixed_precision": plan.amp, "seed": plan.config.run.seed,
+            "data": {"source": plan.data.source, **plan.data.provenance}}
+
+
+def _assemble(plan: Plan, *, overwrite: bool) -> Path:
+    cfg, data = plan.config, plan.data
+    with StoreWriter(plan.output, data.ids, labels=data.labels, splits=data.splits,
+                     config=cfg.text, producer=PRODUCER, overwrite=overwrite,
+                     compression=cfg.run.compression, provenance=_provenance(plan)) as w:
+        for c in cfg.conditions:
+            w.add_condition(c.name, c.kind, seed=cfg.run.seed, **c.params)
+        for model in plan.models:
+            name = model.spec.name
+            w.add_model(name, role=model.spec.role, architecture=model.architecture,
+                        n_params=model.n_params,
+                        preprocessing=plan.preprocessing[name].to_dict(), **model.attrs())
+            for c in cfg.conditions:
+                chain = _shards(plan.work / name / c.name)
+                writers = {}
+                for layer, info in plan.layers_of(name, c.name).items():
+                    extra = {k: v for k, v in info.items() if k not in ("shape", "kind", "conditions")}
+                    grid = extra.pop("grid", None)
+                    prefix = extra.pop("num_prefix_tokens", None)
+                    writers[layer] = w.create_layer(name, c.name, layer, tuple(info["shape"]),
+                                                    dtype=plan.dtype, kind=info["kind"],
+                                                    grid=grid, num_prefix_tokens=prefix, **extra)
+                for _start, _stop, path in chain:
+                    with np.load(path, allow_pickle=False) as shard:
+                        for layer, writer in writers.items():
+                            writer.append(shard[layer])
+    return plan.output
+
+
+def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
+            overwrite: bool = False, device: str | None = None, batch_size: int | None = None,
+            amp: bool | None = None, dry_run: bool = False, progress: bool = True,
+            log=print) -> Path | Plan:
+    """Run an extraction (or resume an interrupted one) and return the store's path.
+
+    Parameters
+    ----------
+    config : path-like
+        TOML configuration (``extract/README.md``).
+    output : path-like, optional
+        The store to write; default ``[run] output``, else ``<config name>.h5`` in the current
+        folder.
+    overwrite : bool
+        Replace an existing store (only once the new one is complete).
+    device, batch_size, amp :
+        Override ``[run]``. A resumed run must use the batch size it started with.
+    dry_run : bool
+        Print the plan (models, layers and shapes, conditions, store size) and return it;
+        nothing is written.
+    """
+    config = load_config(config)
+    out = _output_path(config, output)
+    if not dry_run:
+        work = out.with_name(out.name + ".work")
+        if work.is_dir() and out.exists() and _is_finished_store(out, config.sha256):
+            shutil.rmtree(work)
+            log(f"{out} is already complete (removed the leftover {work})")
+            return out
+        check_output_path(out, overwrite=overwrite, what="store")
+    plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp)
+    if dry_run:
+        log(plan.describe())
+        log("dry run: nothing written")
+        return plan
+    try:
+        _prepare_work(plan)
+    except PermissionError as err:
+        raise OutputError(f"{plan.work}: cannot write the work folder ({err.strerror})") from None
+    started = time.perf_counter()
+    _extract_shards(plan, progress=progress)
+    _assemble(plan, overwrite=overwrite)
+    shutil.rmtree(plan.work)
+    log(f"wrote {plan.output} ({plan.n_bytes() / 2**20:.1f} MiB, "
+        f"{time.perf_counter() - started:.1f} s)")
+    return plan.output
