@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 
 import bench_alignment  # noqa: E402
+import bench_extract  # noqa: E402
 import bench_frequency  # noqa: E402
 import bench_spectrum  # noqa: E402
 
@@ -28,7 +29,10 @@ def main(argv=None) -> int:
     bench_alignment.main(argv)
     print()
     print("# frequency: band energy of feature maps")
-    return bench_frequency.main(argv)
+    bench_frequency.main(argv)
+    print()
+    print("# extract: throughput against a bare forward-pass loop")
+    return bench_extract.main(argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""Extraction throughput against a bare forward-pass loop over the same batches.
+
+``python benchmarks/bench_extract.py [--quick] [--repeats N]``
+
+On the embedded default configuration (``extract/configs/default.toml``: a ViT teacher and three
+CNN students over the digits, 7 conditions), three loops over identical batches, one plan:
+
+* forward only: ``model(x)`` over input batches built beforehand (the floor);
+* bare loop: build each batch (preprocessing + condition) then ``model(x)``, as any plain
+  evaluation loop does, keeping nothing;
+* distillscope extract: the same plus hooks, conversion to the storage dtype, crash-safe shards
+  (fsynced) and the assembly of the HDF5 store (the work folder is written, read and deleted).
+
+Prints ratios to the bare loop, and the store's write rate during assembly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import arguments  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "extract" / "configs" / "default.toml"
+
+
+def main(argv=None) -> int:
+    args = arguments(__doc__.splitlines()[0], repeats=3).parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("torch is not installed: pip install -e '.[extract]'")
+        return 0
+    from distillscope_extract.config import load_config
+    from distillscope_extract.run import _assemble, _extract_shards, plan_extraction
+
+    text = CONFIG.read_text()
+    if args.quick:
+        text = text.replace('splits = ["train", "test"]', 'splits = ["train", "test"]\nlimit = 48')
+    tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    try:
+        config = load_config(CONFIG, text=text)
+        plan = plan_extraction(config, output=tmp / "store.h5")
+        n, bs, seed = len(plan.data), plan.batch_size, config.run.seed
+        batches = [(s, min(n, s + bs)) for s in range(0, n, bs)]
+        torch.set_grad_enabled(False)
+
+        def inputs(model, condition, start, stop):
+            return plan.preprocessing[model.spec.name](plan.data.images(start, stop), condition,
+                                                       plan.data.ids[start:stop], seed)
+
+        built = {(m.spec.name, c.name, s): inputs(m, c, s, e) for m in plan.models
+                 for c in config.conditions for s, e in batches}
+
+        def forward_only():
+            for m in plan.models:
+                for c in config.conditions:
+                    for s, _ in batches:
+                        m.module(built[m.spec.name, c.name, s])
+
+        def bare_loop():
+            for m in plan.models:
+                for c in config.conditions:
+                    for s, e in batches:
+                        m.module(inputs(m, c, s, e))
+
+        timing = {"assemble": float("inf")}
+
+        def extraction():
+            shutil.rmtree(plan.work, ignore_errors=True)
+            plan.output.unlink(missing_ok=True)
+            plan.work.mkdir()
+            _extract_shards(plan, progress=False)
+            t0 = time.perf_counter()
+            _assemble(plan, overwrite=True)
+            timing["assemble"] = min(timing["assemble"], time.perf_counter() - t0)
+            shutil.rmtree(plan.work)
+
+        methods = {"forward only (inputs prebuilt)": forward_only, "bare loop": bare_loop,
+                   "distillscope extract": extraction}
+        best = dict.fromkeys(methods, float("inf"))
+        for _ in range(args.repeats):  # interleaved, so drifts of a shared machine hit all alike
+            for name, fn in methods.items():
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+        images = n * len(config.conditions) * len(plan.models)
+        size = plan.output.stat().st_size
+        print(f"extraction of {CONFIG.name}: {len(plan.models)} models x "
+              f"{len(config.conditions)} conditions x {n} samples = {images} forward passes, "
+              f"batch {bs}, {torch.get_num_threads()} threads, best of {args.repeats}")
+        for name, t in best.items():
+            print(f"  {name:<32} {t:8.2f} s  {images / t:8.0f} img/s  "
+                  f"{t / best['bare loop']:5.2f}x vs baseline (bare loop)")
+        overhead = best["distillscope extract"] / best["bare loop"] - 1
+        print(f"  overhead of extraction over the bare loop: {100 * overhead:+.1f}% (target < 10%)")
+        print(f"  store write rate (assembly from shards): {size / 2**20:.1f} MiB in "
+              f"{timing['assemble']:.2f} s = {size / 2**20 / timing['assemble']:.0f} MiB/s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
