@@ -30,7 +30,13 @@ CONFIG = Path(__file__).resolve().parents[1] / "extract" / "configs" / "default.
 
 
 def main(argv=None) -> int:
-    args = arguments(__doc__.splitlines()[0], repeats=3).parse_args(argv)
+    parser = arguments(__doc__.splitlines()[0], repeats=3)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="extraction configuration")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    parser.add_argument("--workers", type=int, default=None, help="input threads of extract")
+    parser.add_argument("--limit", type=int, default=0, help="samples per split (0: all)")
+    args = parser.parse_args(argv)
     try:
         import torch
     except ImportError:
@@ -39,35 +45,44 @@ def main(argv=None) -> int:
     from distillscope_extract.config import load_config
     from distillscope_extract.run import _assemble, _extract_shards, plan_extraction
 
-    text = CONFIG.read_text()
-    if args.quick:
-        text = text.replace('splits = ["train", "test"]', 'splits = ["train", "test"]\nlimit = 48')
+    text = args.config.read_text()
+    limit = 48 if args.quick else args.limit
+    if limit:
+        text = text.replace("[data]", f"[data]\nlimit = {limit}", 1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
-        config = load_config(CONFIG, text=text)
-        plan = plan_extraction(config, output=tmp / "store.h5")
-        n, bs, seed = len(plan.data), plan.batch_size, config.run.seed
+        config = load_config(args.config, text=text)
+        plan = plan_extraction(config, output=tmp / "store.h5", device=args.device,
+                               amp=args.amp, workers=args.workers)
+        n, bs, seed, device = len(plan.data), plan.batch_size, config.run.seed, plan.device
         batches = [(s, min(n, s + bs)) for s in range(0, n, bs)]
         torch.set_grad_enabled(False)
+        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=args.amp)
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
         def inputs(model, condition, start, stop):
             return plan.preprocessing[model.spec.name](plan.data.images(start, stop), condition,
                                                        plan.data.ids[start:stop], seed)
 
-        built = {(m.spec.name, c.name, s): inputs(m, c, s, e) for m in plan.models
-                 for c in config.conditions for s, e in batches}
+        # models sharing a preprocessing get the same inputs: build each batch once
+        built = {(id(plan.preprocessing[m.spec.name]), c.name, s): inputs(m, c, s, e).to(device)
+                 for m in plan.models for c in config.conditions for s, e in batches}
 
-        def forward_only():
+        def loop(make_input):
             for m in plan.models:
-                for c in config.conditions:
-                    for s, _ in batches:
-                        m.module(built[m.spec.name, c.name, s])
-
-        def bare_loop():
-            for m in plan.models:
+                m.module.to(device)
                 for c in config.conditions:
                     for s, e in batches:
-                        m.module(inputs(m, c, s, e))
+                        with autocast:
+                            m.module(make_input(m, c, s, e))
+                m.module.to("cpu")
+            sync()
+
+        def forward_only():
+            loop(lambda m, c, s, e: built[id(plan.preprocessing[m.spec.name]), c.name, s])
+
+        def bare_loop():
+            loop(lambda m, c, s, e: inputs(m, c, s, e).to(device))
 
         timing = {"assemble": float("inf")}
 
@@ -91,9 +106,12 @@ def main(argv=None) -> int:
                 best[name] = min(best[name], time.perf_counter() - t0)
         images = n * len(config.conditions) * len(plan.models)
         size = plan.output.stat().st_size
-        print(f"extraction of {CONFIG.name}: {len(plan.models)} models x "
+        where = (torch.cuda.get_device_name() if device == "cuda"
+                 else f"cpu, {torch.get_num_threads()} threads")
+        print(f"extraction of {args.config.name}: {len(plan.models)} models x "
               f"{len(config.conditions)} conditions x {n} samples = {images} forward passes, "
-              f"batch {bs}, {torch.get_num_threads()} threads, best of {args.repeats}")
+              f"batch {bs}, {where}{', amp' if args.amp else ''}, {plan.workers} input "
+              f"threads in extract, best of {args.repeats}")
         for name, t in best.items():
             print(f"  {name:<32} {t:8.2f} s  {images / t:8.0f} img/s  "
                   f"{t / best['bare loop']:5.2f}x vs baseline (bare loop)")

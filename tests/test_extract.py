@@ -236,8 +236,9 @@ def save_weights(tmp_path: Path, kind: str = "safetensors") -> Path:
 def test_stored_features_equal_a_direct_forward_pass(tmp_path, kind):
     weights = save_weights(tmp_path, kind)
     config = vit_config(tmp_path, weights=weights.name)
-    out = extract(config, output=tmp_path / "f.h5", progress=False, log=lambda *a: None)
-    plan = plan_extraction(config, output=tmp_path / "unused.h5")
+    out = extract(config, output=tmp_path / "f.h5", device="cpu", progress=False,
+                  log=lambda *a: None)  # compared with a CPU forward pass below
+    plan = plan_extraction(config, output=tmp_path / "unused.h5", device="cpu")
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(32, 48),
                               patch_size=8, depth=2, num_classes=0).eval()
     from distillscope_extract.models import load_state_dict
@@ -285,7 +286,7 @@ def test_every_model_sees_the_same_noisy_input_and_reruns_reproduce_it(tmp_path)
         """)
     first = extract(config, output=tmp_path / "1.h5", progress=False, log=lambda *a: None)
     second = extract(config, output=tmp_path / "2.h5", progress=False, batch_size=5,
-                     log=lambda *a: None)
+                     workers=2, log=lambda *a: None)  # other batches, built in threads
     with h5py.File(first) as f, h5py.File(second) as g:
         for c in ("clean", "noise", "band", "shot"):
             a = f[f"models/a/{c}/embedding"][:]
@@ -491,3 +492,23 @@ def test_unwritable_output(tmp_path):
     (tmp_path / "plain-file").write_text("not a folder")
     code, _, err = run_cli("extract", config, "-o", tmp_path / "plain-file" / "f.h5", "-q")
     assert code == 1 and "Traceback" not in err and "plain-file" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_and_mixed_precision_match_the_cpu(tmp_path):
+    config = vit_config(tmp_path, data='source = "digits"\nlimit = 64')
+    stores = {}
+    for label, options in {"cpu": {"device": "cpu"}, "cuda": {"device": "cuda"},
+                           "amp": {"device": "cuda", "amp": True, "workers": 4}}.items():
+        stores[label] = extract(config, output=tmp_path / f"{label}.h5", progress=False,
+                                log=lambda *a: None, **options)
+    with h5py.File(stores["cpu"]) as ref:
+        for label, tol in (("cuda", 1e-3), ("amp", 2e-2)):  # cuDNN convolutions use TF32
+            with h5py.File(stores[label]) as f:
+                assert "cuda" in f.attrs["provenance"]
+                for c in ("clean", "noise"):
+                    for layer in ("embedding", "blocks.1"):
+                        a = ref[f"models/teacher/{c}/{layer}"][:]
+                        b = f[f"models/teacher/{c}/{layer}"][:]
+                        rel = np.linalg.norm(a - b) / np.linalg.norm(a)
+                        assert rel < tol, (label, c, layer, rel)

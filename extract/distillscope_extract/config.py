@@ -34,6 +34,7 @@ class RunSpec:
     checkpoint_seconds: float = 30.0
     output: str | None = None
     compression: str | None = None
+    workers: int | None = None  # threads building inputs ahead; None: 0 on CPU, up to 8 on CUDA
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ def _run(table: dict, where: str) -> RunSpec:
         _typed(spec.output, str, where, "output")
     if spec.compression is not None:
         _choice(spec.compression, ("gzip", "lzf"), where, "compression")
+    if spec.workers is not None and _typed(spec.workers, int, where, "workers") < 0:
+        raise ConfigError(f"{where}: workers must be >= 0 (0: build inputs in the main thread)")
     return spec
 
 

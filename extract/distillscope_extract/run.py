@@ -61,6 +61,7 @@ class Plan:
     device: str
     batch_size: int
     amp: bool
+    workers: int = 0
 
     @property
     def work(self) -> Path:
@@ -97,7 +98,8 @@ class Plan:
             f"extract {cfg.path} -> {self.output}",
             f"  data: {data.source}, {len(data)} samples ({splits})"
             + (f", {len(np.unique(data.labels))} labels" if data.labels is not None else ""),
-            f"  device {self.device}, batch {self.batch_size}, {cfg.run.dtype}"
+            f"  device {self.device}, batch {self.batch_size}, {cfg.run.dtype}, "
+            f"{self.workers} input threads"
             + (", mixed precision" if self.amp else "") + f", seed {cfg.run.seed}",
             f"  conditions ({len(cfg.conditions)}):",
         ]
@@ -141,7 +143,7 @@ def _output_path(config: Config, output: str | os.PathLike[str] | None) -> Path:
 
 def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
                     device: str | None = None, batch_size: int | None = None,
-                    amp: bool | None = None) -> Plan:
+                    amp: bool | None = None, workers: int | None = None) -> Plan:
     """Check the configuration, data, models and layers; measure every layer's shape."""
     if not isinstance(config, Config):
         config = load_config(config)
@@ -176,7 +178,10 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
                 "conditions": list(layer.conditions or (c.name for c in config.conditions)),
                 **model.layer_layout(layer, shape, _where(config, i))}
         preprocessing[spec.name] = prep
-    return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp)
+    workers = run.workers if workers is None else workers
+    if workers is None:  # threads building inputs ahead: worth it when a GPU runs the models
+        workers = min(8, max(1, (os.cpu_count() or 2) - 2)) if device == "cuda" else 0
+    return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp, workers)
 
 
 # ------------------------------------------------------------------------------------ shards
@@ -310,15 +315,41 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
             done = chain[-1][1] if chain else 0
             buffer = _ShardBuffer(folder, plan.config.run.checkpoint_seconds)
             with _progress(n, done, f"{name} / {condition.name}", progress) as bar:
-                for start in range(done, n, bs):
-                    stop = min(n, start + bs)
-                    x = prep(plan.data.images(start, stop), condition, plan.data.ids[start:stop], seed)
+                for start, stop, x in _inputs(plan, prep, condition, range(done, n, bs)):
                     with torch.inference_mode(), autocast:
                         outs = model.forward(x.to(plan.device, non_blocking=True))
                     buffer.add(start, stop, {k: to_numpy(outs[k], plan.dtype) for k in keep})
                     bar.update(stop - start)
                 buffer.flush()
         model.module.to("cpu")
+
+
+def _inputs(plan: Plan, prep: Preprocessing, condition: Condition, starts: range):
+    """``(start, stop, inputs)`` per batch; with workers, built ahead in threads (numpy's
+    generators and torch's kernels release the GIL), so the input pipeline overlaps the
+    forward passes. Each batch depends only on its own samples: the order of work is free."""
+    n, bs, seed = len(plan.data), plan.batch_size, plan.config.run.seed
+    pin = plan.device == "cuda"
+
+    def build(start: int):
+        stop = min(n, start + bs)
+        x = prep(plan.data.images(start, stop), condition, plan.data.ids[start:stop], seed)
+        return start, stop, (x.pin_memory() if pin else x)
+
+    if plan.workers == 0:
+        yield from map(build, starts)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(plan.workers, thread_name_prefix="distillscope-inputs") as pool:
+        pending = deque()
+        for start in starts:
+            pending.append(pool.submit(build, start))
+            if len(pending) > 2 * plan.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _provenance(plan: Plan) -> dict[str, Any]:
@@ -367,8 +398,8 @@ def _assemble(plan: Plan, *, overwrite: bool) -> Path:
 
 def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
             overwrite: bool = False, device: str | None = None, batch_size: int | None = None,
-            amp: bool | None = None, dry_run: bool = False, progress: bool = True,
-            log=print) -> Path | Plan:
+            amp: bool | None = None, workers: int | None = None, dry_run: bool = False,
+            progress: bool = True, log=print) -> Path | Plan:
     """Run an extraction (or resume an interrupted one) and return the store's path.
 
     Parameters
@@ -380,8 +411,9 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
         folder.
     overwrite : bool
         Replace an existing store (only once the new one is complete).
-    device, batch_size, amp :
-        Override ``[run]``. A resumed run must use the batch size it started with.
+    device, batch_size, amp, workers :
+        Override ``[run]``. A resumed run must use the batch size it started with; the number
+        of input threads never changes the features.
     dry_run : bool
         Print the plan (models, layers and shapes, conditions, store size) and return it;
         nothing is written.
@@ -395,7 +427,8 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             log(f"{out} is already complete (removed the leftover {work})")
             return out
         check_output_path(out, overwrite=overwrite, what="store")
-    plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp)
+    plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp,
+                           workers=workers)
     if dry_run:
         log(plan.describe())
         log("dry run: nothing written")

@@ -147,7 +147,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
             f"distillscope extract needs the extract extras ({err.name or err} is missing); "
             "install them with: pip install -e '.[extract]'") from None
     extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
-            batch_size=args.batch_size, amp=args.amp, dry_run=args.dry_run,
+            batch_size=args.batch_size, amp=args.amp, workers=args.workers, dry_run=args.dry_run,
             progress=not args.quiet)
     return 0
 
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="default: [run] batch_size")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (CUDA only; default: [run] amp)")
+    p.add_argument("--workers", type=int,
+                   help="threads building inputs ahead (default: [run] workers, else 0 on CPU)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be extracted and the store size; write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
