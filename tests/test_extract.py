@@ -512,3 +512,21 @@ def test_cuda_and_mixed_precision_match_the_cpu(tmp_path):
                         b = f[f"models/teacher/{c}/{layer}"][:]
                         rel = np.linalg.norm(a - b) / np.linalg.norm(a)
                         assert rel < tol, (label, c, layer, rel)
+
+
+def test_the_embedded_default_config_runs_and_analyze_accepts_it(tmp_path):
+    """The shipped default, reduced to 20 samples per split (the full run: 42 s on 2 cores)."""
+    from distillscope import analyze
+
+    path = Path(__file__).parents[1] / "extract" / "configs" / "default.toml"
+    text = path.read_text().replace("[data]", "[data]\nlimit = 20", 1)
+    config = write_config(tmp_path, text, name="default.toml")
+    out = extract(config, output=tmp_path / "default.h5", progress=False, log=lambda *a: None)
+    with open_store(out) as st:
+        assert st.models["teacher"].role == "teacher" and len(st.models) == 4
+        assert len(st.conditions) == 7
+        assert st.layers("teacher", "clean")["blocks.5"].kind == "tokens"
+        assert "blocks.5" not in st.layers("teacher", "gauss_0.1")  # clean only, as configured
+    results = analyze(out, progress=False)
+    ranks = results["effective_rank"].sel(layer="embedding", estimator="erank_variance")
+    assert np.isfinite(ranks.values).all()

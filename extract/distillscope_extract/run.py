@@ -294,7 +294,7 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 def _extract_shards(plan: Plan, *, progress: bool) -> None:
-    n, bs, seed = len(plan.data), plan.batch_size, plan.config.run.seed
+    n, bs = len(plan.data), plan.batch_size
     autocast = (torch.autocast("cuda", dtype=torch.float16) if plan.amp
                 else contextlib.nullcontext())
     for model in plan.models:
