@@ -85,7 +85,7 @@ def analyze(store, *, models: Sequence[str] | None = None,
             center: bool | None = None, pooling: str = "auto", rows: int | None = None,
             allow_incomplete: bool = False, alignment: bool = True,
             frequency: bool = True, remove_map_mean: bool = False, park_kim: bool = False,
-            progress: bool = False) -> xr.Dataset:
+            robustness: bool = True, progress: bool = False) -> xr.Dataset:
     """Eigen-spectra and every effective-rank estimator for each model, condition and layer.
 
     Parameters
@@ -117,6 +117,13 @@ def analyze(store, *, models: Sequence[str] | None = None,
         Also compare every student with the teacher (``docs/metrics.md`` section 2): adds the
         variables of ``distillscope.alignment_analysis`` with dims (student, condition,
         teacher_layer, student_layer); needs a teacher and at least one student.
+    robustness : bool, default True
+        Against the store's clean condition (``docs/metrics.md`` section 5): relative feature
+        drift, clean-versus-corrupted CKA and the change of effective rank for every model,
+        condition and layer; linear-probe and kNN accuracy for embedding layers when the store
+        has labels and train/test splits; seed means and spreads per family; the frequency
+        response when the store has band-limited noise in the low, mid and high bands
+        (``distillscope.robustness_analysis``).
     progress : bool, default False
         Show a progress bar on standard error.
 
@@ -142,7 +149,8 @@ def analyze(store, *, models: Sequence[str] | None = None,
     st = open_store(store, allow_incomplete=allow_incomplete) if own else store
     try:
         return _analyze(st, models, conditions, layers, conv, l2, spectrum_center, settings,
-                        pooling, rows, alignment, frequency, remove_map_mean, park_kim, progress)
+                        pooling, rows, alignment, frequency, remove_map_mean, park_kim,
+                        robustness, progress)
     finally:
         if own:
             st.close()
@@ -150,7 +158,8 @@ def analyze(store, *, models: Sequence[str] | None = None,
 
 def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
              spectrum_center: bool, settings: dict, pooling: str, rows, alignment: bool,
-             frequency: bool, remove_map_mean: bool, park_kim: bool, progress) -> xr.Dataset:
+             frequency: bool, remove_map_mean: bool, park_kim: bool, robustness: bool,
+             progress) -> xr.Dataset:
     if st.n_samples < 2:
         raise StoreError(st.path, "/samples/id",
                          f"holds {st.n_samples} sample; spectra of centred data need at least 2")
@@ -187,6 +196,8 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
 
         n_students = sum(st.models[m].role == "student" for m in model_names)
         passes = len(entries) + (n_students * len(condition_names) if alignment else 0)
+        if robustness:
+            passes += sum(st.conditions[i.condition].get("kind") != "clean" for i in entries)
         bar = tqdm(total=st.n_samples * passes, unit="sample", unit_scale=True,
                    desc="analyze", file=sys.stderr, dynamic_ncols=True,
                    disable=None)  # None: only on a terminal
@@ -228,6 +239,12 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
 
             aligned = alignment_dataset(st, model_names, condition_names, layer_names, conv, l2,
                                         pooling, rows, n_comp, bar)
+        robust = None
+        if robustness:
+            from .robustness_analysis import robustness_dataset
+
+            robust = robustness_dataset(st, model_names, condition_names, layer_names, conv, l2,
+                                        pooling, rows, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -316,6 +333,16 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
     result = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     if aligned is not None:
         result = xr.merge([result, aligned], join="exact", combine_attrs="no_conflicts")
+    if robust is not None:
+        result = xr.merge([result, robust], join="exact", combine_attrs="no_conflicts")
+        clean = robust.attrs["reference_condition"]
+        if clean in condition_names:
+            primary = result["effective_rank"].sel(estimator=conv.primary, drop=True)
+            change = primary - primary.sel(condition=clean, drop=True)
+            result["effective_rank_change"] = change.assign_attrs(
+                long_name="change of effective rank against clean", units="dimensions",
+                definition=f"{conv.primary}(condition) - {conv.primary}({clean}), convention "
+                           f"{conv.name}")
     return result
 
 

@@ -94,6 +94,24 @@ def _alignment_table(results) -> str:
     return "\n".join(lines)
 
 
+def _robustness_table(results) -> str:
+    columns = {"feature_drift": "drift", "cka_clean_noisy": "CKA(clean)",
+               "effective_rank_change": "d erank", "probe_accuracy": "probe acc",
+               "knn_accuracy": "kNN acc"}
+    names = [n for n in columns if n in results]
+    lines = [f"{'model':<20} {'condition':<16} {'layer':<12} "
+             + " ".join(f"{columns[n]:>11}" for n in names)]
+    for m in results.model.values:
+        for c in results.condition.values:
+            for layer in results.layer.values:
+                if not bool(results["available"].sel(model=m, condition=c, layer=layer)):
+                    continue
+                values = [float(results[n].sel(model=m, condition=c, layer=layer)) for n in names]
+                lines.append(f"{m:<20} {c:<16} {layer:<12} "
+                             + " ".join(f"{v:11.3f}" for v in values))
+    return "\n".join(lines)
+
+
 def _run_analysis(args: argparse.Namespace, store, output: Path):
     from .analysis import analyze
     from .conventions import get_convention
@@ -106,12 +124,15 @@ def _run_analysis(args: argparse.Namespace, store, output: Path):
                       convention=args.convention, l2_normalize=args.l2_normalize,
                       center=args.center, pooling=args.pooling, rows=args.rows,
                       allow_incomplete=getattr(args, "allow_incomplete", False),
-                      alignment=args.alignment, progress=not args.quiet)
+                      alignment=args.alignment, robustness=args.robustness,
+                      progress=not args.quiet)
     save_results(results, output, overwrite=args.overwrite)
     primary = get_convention(args.convention).primary
     print(_table(results, primary))
     if "linear_cka" in results:
         print(_alignment_table(results))
+    if "feature_drift" in results and results.sizes["condition"] > 1:
+        print(_robustness_table(results))
     print(f"wrote {output} ({time.perf_counter() - start:.1f} s, convention {args.convention})")
     return results
 
@@ -171,6 +192,8 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=None, help="samples per streamed block")
     p.add_argument("--no-alignment", dest="alignment", action="store_false",
                    help="skip the teacher-student alignment metrics")
+    p.add_argument("--no-robustness", dest="robustness", action="store_false",
+                   help="skip drift, CKA(clean, noisy), probes and kNN against the clean condition")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
