@@ -1,4 +1,4 @@
-"""The ``distillscope`` command: extract, inspect, analyze, demo.
+"""The ``distillscope`` command: extract, inspect, analyze, report, demo.
 
 Errors print one line (``distillscope: error: ...``) and exit with status 1, or 2 for a wrong
 command line; ``--debug`` shows the traceback instead.
@@ -153,8 +153,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_output_path(results, overwrite=args.overwrite, what="results file")
     make_demo_store(store, n_samples=args.samples, overwrite=args.overwrite)
     print(f"wrote {store} (synthetic teacher and students, {args.samples} samples)")
+    report = out / "report.html"
+    check_output_path(report, overwrite=args.overwrite, what="report")
     args.output = str(results)
-    _run_analysis(args, store, results)
+    dataset = _run_analysis(args, store, results)
+    from .report import write_report
+
+    write_report(dataset, report, overwrite=args.overwrite)
+    print(f"wrote {report}: open it in a browser")
     print(f"next: distillscope inspect {store}   |   python -c \"import distillscope; "
           f"print(distillscope.load_results('{results}'))\"")
     return 0
@@ -170,6 +176,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
             batch_size=args.batch_size, amp=args.amp, workers=args.workers, dry_run=args.dry_run,
             progress=not args.quiet)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.results, args.output, overwrite=args.overwrite, title=args.title)
+    print(f"wrote {path}: open it in a browser (one self-contained file)")
     return 0
 
 
@@ -238,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print what would be extracted and the store size; write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("report", help="one self-contained HTML page from a results file",
+                       description="Figures, headline numbers per model, and every definition "
+                       "and parameter of a results file, in one HTML page.")
+    p.add_argument("results", help="results file (.nc) written by distillscope analyze")
+    p.add_argument("-o", "--output", required=True, help="HTML file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--title", help="page title (default: from the store's name)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="generate a synthetic store and analyse it")
     p.add_argument("--out", default="distillscope-demo", help="output folder (default: %(default)s)")

@@ -1,0 +1,224 @@
+"""One self-contained HTML page from a results dataset: figures, headline numbers, definitions.
+
+``distillscope report RESULTS.nc -o report.html``. The page has no external resource (figures
+are inline PNG), so it can be mailed or archived as one file. Figures that the results cannot
+support (no labels: no accuracy plot; no maps: no band plot) are listed with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ._errors import InputError, OutputError
+from ._version import __version__
+
+__all__ = ["render_report", "write_report"]
+
+_CSS = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+.figs { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; } figure img { width: 540px; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; max-width: 540px; }
+.muted { color: #777; font-size: 0.9em; } code { font-size: 0.9em; }
+"""
+
+
+def _png(draw) -> str:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4.2), dpi=100, layout="constrained")
+    draw(fig.add_subplot())
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _figures(results: xr.Dataset) -> tuple[list[tuple[str, str, str]], list[str]]:
+    from . import plot
+
+    wanted = [
+        ("Eigen-spectrum", "covariance eigenvalues of the clean embeddings, over their sum",
+         lambda ax: plot.spectrum(results, ax=ax)),
+        ("Cumulative variance", "dashed: 90% of the variance (the paper's 'dims for 90%')",
+         lambda ax: plot.cumulative_variance(results, ax=ax)),
+        ("Effective rank against size", "erank_variance of the clean embedding; star: teacher",
+         lambda ax: plot.rank_vs_params(results, ax=ax)),
+        ("Variance captured", "student variance in the teacher's top-k principal directions "
+         "(same-space pairs; arXiv 2603.06698 Fig. 1)",
+         lambda ax: plot.variance_captured(results, ax=ax)),
+        ("Accuracy under Gaussian noise", "linear probe fitted on clean train features "
+         "(arXiv 2603.06698 Fig. 3)", lambda ax: plot.accuracy_vs_noise(results, ax=ax)),
+        ("Spatial power by band", "low / mid / high fractions of non-DC power of every map layer",
+         lambda ax: plot.band_fractions(results, ax=ax)),
+        ("Radial power spectrum", "fraction of non-DC power per ring",
+         lambda ax: plot.radial_profiles(results, ax=ax)),
+        ("Frequency response", "feature drift under band-limited input noise over its mean "
+         "across bands; decreasing = low-pass", lambda ax: plot.frequency_response(results, ax=ax)),
+    ]
+    if "linear_cka" in results:
+        for s in results.student.values:
+            wanted.append((f"CKA with the teacher: {s}", "linear CKA, teacher layer x student layer",
+                           lambda ax, s=str(s): plot.cka_heatmap(results, student=s, ax=ax)))
+    drawn, skipped = [], []
+    for title, caption, draw in wanted:
+        try:
+            image = _png(draw)
+        except (InputError, KeyError, ValueError) as err:
+            skipped.append(f"{title}: {str(err).splitlines()[0]}")
+            continue
+        drawn.append((title, caption, image))
+    return drawn, skipped
+
+
+def _cell(value, fmt: str = "{:.3f}") -> str:
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return "<td>-</td>"
+    if isinstance(value, str):
+        return f'<td class="l">{html.escape(value)}</td>'
+    return f"<td>{fmt.format(value)}</td>"
+
+
+def _headline(results: xr.Dataset) -> str:
+    kinds = list(results["condition_kind"].values)
+    clean = str(results.condition.values[kinds.index("clean")] if "clean" in kinds
+                else results.condition.values[0])
+    layer = "embedding" if "embedding" in results.layer.values else str(results.layer.values[0])
+    estimator = results.attrs.get("convention_primary", "erank_variance")
+    noisy = [str(c) for c, k in zip(results.condition.values, kinds) if k == "gaussian_noise"]
+    cols = ["model", "role", "architecture", "parameters", f"{estimator}", "dims@90%",
+            "power-law alpha"]
+    teacher_pair = "linear_cka" in results and layer in results.teacher_layer.values \
+        and layer in results.student_layer.values
+    if teacher_pair:
+        cols.append("CKA with teacher")
+    has_probe = "probe_accuracy" in results and np.isfinite(results["probe_accuracy"]).any()
+    if has_probe:
+        cols += [f"probe acc {c}" for c in [clean] + noisy] + ["kNN acc " + clean]
+    has_response = "frequency_response" in results
+    if has_response:
+        cols += [f"response {b}" for b in results.band.values]
+    rows = []
+    for m in results.model.values:
+        if not bool(results["available"].sel(model=m, condition=clean, layer=layer)):
+            continue
+        sel = dict(model=m, condition=clean, layer=layer)
+        cells = [_cell(str(m)), _cell(str(results["role"].sel(model=m).values)),
+                 _cell(str(results["architecture"].sel(model=m).values)),
+                 f"<td>{int(results['n_params'].sel(model=m)):,}</td>",
+                 _cell(float(results["effective_rank"].sel(**sel, estimator=estimator)), "{:.2f}"),
+                 _cell(float(results["effective_rank"].sel(**sel, estimator="n_components_90")), "{:.0f}"),
+                 _cell(float(results["powerlaw_alpha"].sel(**sel)), "{:.2f}")]
+        if teacher_pair:
+            cka = (float(results["linear_cka"].sel(student=m, condition=clean, teacher_layer=layer,
+                                                   student_layer=layer))
+                   if m in results.student.values else float("nan"))
+            cells.append(_cell(cka))
+        if has_probe:
+            cells += [_cell(100 * float(results["probe_accuracy"].sel(model=m, condition=c,
+                                                                      layer=layer)), "{:.2f}")
+                      for c in [clean] + noisy]
+            cells.append(_cell(100 * float(results["knn_accuracy"].sel(**sel)), "{:.2f}"))
+        if has_response:
+            cells += [_cell(float(v)) for v in
+                      results["frequency_response"].sel(model=m, layer=layer).values]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f'<th class="l">{html.escape(c)}</th>' if i < 3 else f"<th>{html.escape(c)}</th>"
+                   for i, c in enumerate(cols))
+    return (f"<p>Layer <code>{html.escape(layer)}</code>, condition <code>{html.escape(clean)}</code>"
+            " unless a column says otherwise; accuracies in %.</p>"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+
+
+def _definitions(results: xr.Dataset) -> str:
+    rows = []
+    for name, var in sorted(results.data_vars.items()):
+        rows.append(f'<tr><td class="l"><code>{html.escape(name)}</code></td>'
+                    f'<td class="l">{html.escape(", ".join(var.dims))}</td>'
+                    f'<td class="l">{html.escape(str(var.attrs.get("long_name", "")))}</td>'
+                    f'<td class="l">{html.escape(str(var.attrs.get("units", "")))}</td>'
+                    f'<td class="l">{html.escape(str(var.attrs.get("definition", "")))}</td></tr>')
+    params = "".join(f'<tr><td class="l"><code>{html.escape(str(k))}</code></td>'
+                     f'<td class="l">{html.escape(str(v))}</td></tr>'
+                     for k, v in sorted(results.attrs.items()))
+    estimators = "".join(
+        f'<tr><td class="l"><code>{html.escape(str(e))}</code></td>'
+        f'<td>{bool(c)}</td><td>{float(eps):g}</td><td class="l">{html.escape(str(d))}</td></tr>'
+        for e, c, eps, d in zip(results.estimator.values, results["estimator_center"].values,
+                                results["estimator_eps"].values,
+                                results["estimator_definition"].values))
+    return ("<h3>Variables</h3><table><tr><th class='l'>name</th><th class='l'>dims</th>"
+            "<th class='l'>long name</th><th class='l'>units</th><th class='l'>definition</th></tr>"
+            + "".join(rows) + "</table>"
+            "<h3>Effective-rank estimators</h3><table><tr><th class='l'>estimator</th>"
+            "<th>centred</th><th>eps</th><th class='l'>definition</th></tr>" + estimators
+            + "</table><h3>Parameters of this run</h3><table>" + params + "</table>")
+
+
+def render_report(results: xr.Dataset, *, title: str | None = None) -> str:
+    """The report page as an HTML string (figures inline)."""
+    if "effective_rank" not in results:
+        raise InputError("not a distillscope results dataset: it has no 'effective_rank'")
+    figures, skipped = _figures(results)
+    title = title or f"distillscope report: {Path(str(results.attrs.get('store', 'results'))).name}"
+    figs = "".join(
+        f'<figure><img alt="{html.escape(t)}" src="data:image/png;base64,{img}">'
+        f"<figcaption><b>{html.escape(t)}.</b> {html.escape(c)}</figcaption></figure>"
+        for t, c, img in figures)
+    missing = ("<p class='muted'>Not drawn: " + "; ".join(html.escape(s) for s in skipped)
+               + "</p>") if skipped else ""
+    conditions = ", ".join(
+        f"{c} ({k}" + (f", sigma {s:g}" if np.isfinite(s) else "") + (f", {b} band" if b else "") + ")"
+        for c, k, s, b in zip(results.condition.values, results["condition_kind"].values,
+                              results["condition_sigma"].values if "condition_sigma" in results.coords
+                              else [np.nan] * results.sizes["condition"],
+                              results["condition_band"].values if "condition_band" in results.coords
+                              else [""] * results.sizes["condition"]))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="muted">store {html.escape(str(results.attrs.get('store', '')))} ({html.escape(str(results.attrs.get('store_producer', '')))});
+analysed {html.escape(str(results.attrs.get('created', '')))} with distillscope {html.escape(str(results.attrs.get('distillscope_version', '')))},
+convention <code>{html.escape(str(results.attrs.get('convention', '')))}</code>; {int(results.attrs.get('n_samples', 0))} samples;
+report by distillscope {__version__}.</p>
+<p>Conditions: {html.escape(conditions)}.</p>
+<h2>Headline numbers</h2><div style="overflow-x: auto">{_headline(results)}</div>
+<h2>Figures</h2><div class="figs">{figs}</div>{missing}
+<h2>Definitions and parameters</h2>{_definitions(results)}
+</body></html>
+"""
+
+
+def write_report(results: xr.Dataset | str | os.PathLike[str], path: str | os.PathLike[str], *,
+                 overwrite: bool = False, title: str | None = None) -> Path:
+    """Write the report atomically (a temporary file renamed into place)."""
+    from .results import load_results
+    from .store import check_output_path
+
+    path = Path(path)
+    check_output_path(path, overwrite=overwrite, what="report")
+    if not isinstance(results, xr.Dataset):
+        results = load_results(results)
+    page = render_report(results, title=title)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(page)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write the report ({err.strerror})") from None
+    return path
