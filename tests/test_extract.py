@@ -520,13 +520,14 @@ def test_the_embedded_default_config_runs_and_analyze_accepts_it(tmp_path):
 
     path = Path(__file__).parents[1] / "extract" / "configs" / "default.toml"
     text = path.read_text().replace("[data]", "[data]\nlimit = 20", 1)
+    text = text.replace('"../models/', f'"{path.parents[1] / "models"}/')  # the shipped weights
     config = write_config(tmp_path, text, name="default.toml")
     out = extract(config, output=tmp_path / "default.h5", progress=False, log=lambda *a: None)
     with open_store(out) as st:
-        assert st.models["teacher"].role == "teacher" and len(st.models) == 4
+        assert st.models["teacher"].role == "teacher" and len(st.models) == 12
         assert len(st.conditions) == 7
-        assert st.layers("teacher", "clean")["blocks.5"].kind == "tokens"
-        assert "blocks.5" not in st.layers("teacher", "gauss_0.1")  # clean only, as configured
+        assert st.layers("teacher", "clean")["blocks.3"].kind == "tokens"
+        assert "blocks.3" not in st.layers("teacher", "gauss_0.1")  # clean only, as configured
     results = analyze(out, progress=False)
     ranks = results["effective_rank"].sel(layer="embedding", estimator="erank_variance")
     assert np.isfinite(ranks.values).all()

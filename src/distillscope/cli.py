@@ -179,6 +179,27 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .report import write_report
+    from .store import check_output_path
+
+    out = Path(args.out or f"distillscope-{Path(args.config).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    store, results, report = out / "store.h5", out / "results.nc", out / "report.html"
+    resuming = (out / "store.h5.work").is_dir()
+    for path, what in ((store, "store"), (results, "results file"), (report, "report")):
+        if not (resuming and path == store):
+            check_output_path(path, overwrite=args.overwrite, what=what)
+    start = time.perf_counter()
+    args.output, args.batch_size, args.amp, args.workers, args.dry_run = str(store), None, None, None, False
+    cmd_extract(args)
+    args.output = str(results)
+    dataset = _run_analysis(args, store, results)
+    write_report(dataset, report, overwrite=args.overwrite)
+    print(f"audit done in {time.perf_counter() - start:.0f} s; the report: {report.resolve()}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -252,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print what would be extracted and the store size; write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("audit", help="extract, analyze and report in one go",
+                       description="Run an extraction configuration, analyse the store and "
+                       "write the HTML report, all in one output folder (store.h5, results.nc, "
+                       "report.html). Rerunning resumes an interrupted extraction.")
+    p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
+    p.add_argument("--out", help="output folder (default: distillscope-CONFIG)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
+    _analysis_options(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="one self-contained HTML page from a results file",
                        description="Figures, headline numbers per model, and every definition "
