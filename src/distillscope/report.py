@@ -140,6 +140,61 @@ def _headline(results: xr.Dataset) -> str:
             f"<table><tr>{head}</tr>{''.join(rows)}</table>")
 
 
+def _paper(results: xr.Dataset) -> str:
+    """Measured numbers next to arXiv 2603.06698's, when analysed under its convention."""
+    from .conventions import ARXIV_2603_06698_PUBLISHED as paper
+
+    if results.attrs.get("convention") != "arxiv_2603_06698" or "embedding" not in results.layer.values:
+        return ""
+    kinds = list(results["condition_kind"].values)
+    clean = str(results.condition.values[kinds.index("clean")]) if "clean" in kinds else None
+    if clean is None:
+        return ""
+    teacher = next((str(m) for m, r in zip(results.model.values, results["role"].values)
+                    if r == "teacher"), None)
+    families = list(map(str, results["family"].values)) if "family" in results.coords else []
+    by_sigma = {0.0: clean}
+    for c, k, s, space in zip(results.condition.values, kinds, results["condition_sigma"].values,
+                              results["condition_space"].values):
+        if k == "gaussian_noise" and space == "normalized" and np.isfinite(s):
+            by_sigma.setdefault(round(float(s), 6), str(c))
+
+    def rank(who: str) -> float:
+        if who == "teacher":
+            return float(results["effective_rank"].sel(model=teacher, condition=clean,
+                                                       layer="embedding", estimator="erank_variance"))
+        return float(results["seed_averaged_rank"].sel(family=who, condition=clean, layer="embedding"))
+
+    def accuracy(who: str, sigma: float) -> float:
+        c = by_sigma.get(round(sigma, 6))
+        if c is None or "probe_accuracy" not in results:
+            return float("nan")
+        if who == "teacher":
+            return 100 * float(results["probe_accuracy"].sel(model=teacher, condition=c, layer="embedding"))
+        return 100 * float(results["probe_accuracy_seed_mean"].sel(family=who, condition=c, layer="embedding"))
+
+    rows = []
+    for who in ["teacher"] + [f for f in ("S", "M", "L") if f in families]:
+        if who == "teacher" and teacher is None:
+            continue
+        measured = [accuracy(who, s) for s in paper["sigmas"]]
+        fmt = lambda v: "-" if not np.isfinite(v) else f"{v:.2f}"  # noqa: E731
+        published = paper["effective_rank"][who]
+        published = f"{published:.2f}" if who == "teacher" else f"about {published:.0f}"
+        rows.append(f'<tr><td class="l">{who}</td><td>{published}</td>'
+                    f"<td>{rank(who):.2f}</td>"
+                    f'<td>{" / ".join(f"{v:.2f}" for v in paper["probe_accuracy"][who])}</td>'
+                    f'<td>{" / ".join(fmt(v) for v in measured)}</td></tr>')
+    if len(rows) < 2:
+        return ""
+    return ("<h2>Next to arXiv 2603.06698</h2><p>Effective rank: erank_variance of the clean "
+            "L2-normalised embedding (students: seed-averaged spectrum over the family). "
+            "Accuracy (%): linear probe at Gaussian noise sigma 0 / 0.05 / 0.1 / 0.2 in normalized "
+            f"space (students: mean over seeds). Paper: {html.escape(paper['note'])}.</p>"
+            "<table><tr><th class='l'>model</th><th>paper rank</th><th>here</th>"
+            "<th>paper accuracy</th><th>here</th></tr>" + "".join(rows) + "</table>")
+
+
 def _definitions(results: xr.Dataset) -> str:
     rows = []
     for name, var in sorted(results.data_vars.items()):
@@ -194,6 +249,7 @@ convention <code>{html.escape(str(results.attrs.get('convention', '')))}</code>;
 report by distillscope {__version__}.</p>
 <p>Conditions: {html.escape(conditions)}.</p>
 <h2>Headline numbers</h2><div style="overflow-x: auto">{_headline(results)}</div>
+{_paper(results)}
 <h2>Figures</h2><div class="figs">{figs}</div>{missing}
 <h2>Definitions and parameters</h2>{_definitions(results)}
 </body></html>
