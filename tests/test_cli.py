@@ -147,3 +147,11 @@ def test_python_dash_m(small_store, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "distillscope", "inspect", str(small_store)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "student" in proc.stdout
+
+
+def test_audit_of_a_missing_configuration_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["audit", str(tmp_path / "missing.toml"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "missing.toml: no such configuration file" in err and "Traceback" not in err
+    assert not out.exists()

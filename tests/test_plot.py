@@ -114,6 +114,11 @@ def test_report_from_the_command_line(results, tmp_path):
     assert main(["report", str(tmp_path / "r.nc"), "-o", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 100_000
     assert main(["report", str(tmp_path / "missing.nc"), "-o", str(tmp_path / "x.html")]) == 1
+    with pytest.raises(ds.InputError, match="missing.nc: no such results file"):
+        ds.load_results(tmp_path / "missing.nc")
+    (tmp_path / "junk.nc").write_text("junk")
+    with pytest.raises(ds.InputError, match="junk.nc: not a netCDF results file"):
+        ds.load_results(tmp_path / "junk.nc")
 
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser",

@@ -184,6 +184,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .store import check_output_path
 
     out = Path(args.out or f"distillscope-{Path(args.config).stem}")
+    if not Path(args.config).is_file():
+        raise DistillscopeError(f"{args.config}: no such configuration file; see "
+                                "extract/configs/ for examples")
     out.mkdir(parents=True, exist_ok=True)
     store, results, report = out / "store.h5", out / "results.nc", out / "report.html"
     resuming = (out / "store.h5.work").is_dir()

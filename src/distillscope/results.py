@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._errors import OutputError
+from ._errors import InputError, OutputError
 from .store import check_output_path
 
 __all__ = ["save_results", "load_results"]
@@ -78,4 +78,12 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
 
 def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
     """Load a result file written by ``save_results`` into memory."""
-    return xr.load_dataset(path, engine="h5netcdf")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such results file; write one with distillscope analyze "
+                         "STORE -o RESULTS.nc")
+    try:
+        return xr.load_dataset(path, engine="h5netcdf")
+    except (OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"{path}: not a netCDF results file ({first})") from None
