@@ -96,14 +96,27 @@ class Condition:
     def applies_at(self, stage: str, space: str) -> bool:
         return self.kind != "clean" and self.stage == stage and self.space == space
 
-    def __call__(self, x: torch.Tensor, sample_ids: Sequence[int], seed: int, *,
-                 std: Sequence[float] | None = None) -> torch.Tensor:
-        """Corrupt a batch ``x`` of shape (k, c, h, w), float32, one image per sample id."""
+    def __call__(self, x: torch.Tensor, sample_ids: Sequence[int], seed: int) -> torch.Tensor:
+        """Corrupt a batch ``x`` of shape (k, c, h, w), float32, one image per sample id.
+
+        ``x`` may live on any device: random draws are made on the CPU by numpy (so they do
+        not depend on the device) and moved to ``x``'s device, one batch at a time for
+        additive noise.
+        """
         if self.kind == "clean":
             return x
-        out = torch.empty_like(x)
-        for i, sid in enumerate(sample_ids):
-            out[i] = self._one(x[i], self.generator(seed, sid))
+        s = self.strength
+        shape = tuple(x.shape[1:])
+        if self.kind in ("gaussian_noise", "band_noise", "speckle_noise"):
+            draw = ((lambda rng: _band_limited(rng, shape, self.band)) if self.kind == "band_noise"
+                    else (lambda rng: _normal(rng, shape)))
+            noise = np.stack([draw(self.generator(seed, sid)) for sid in sample_ids])
+            noise = torch.from_numpy(noise).to(x.device)
+            out = x + x * s * noise if self.kind == "speckle_noise" else x + s * noise
+        else:
+            out = torch.empty_like(x)
+            for i, sid in enumerate(sample_ids):
+                out[i] = self._one(x[i], self.generator(seed, sid))
         if self.space == "pixel":
             out.clamp_(0.0, 1.0)
         return out
@@ -111,21 +124,15 @@ class Condition:
     def _one(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         s = self.strength
         shape = tuple(x.shape)
-        if self.kind == "gaussian_noise":
-            return x + s * _normal(rng, shape)
-        if self.kind == "band_noise":
-            return x + s * _band_limited(rng, shape, self.band)
-        if self.kind == "speckle_noise":
-            return x + x * s * _normal(rng, shape)
         if self.kind == "shot_noise":
-            lam = x.clamp(0, 1).numpy().astype(np.float64) * s
-            return torch.from_numpy((rng.poisson(lam) / s).astype(np.float32))
+            lam = x.clamp(0, 1).cpu().numpy().astype(np.float64) * s
+            return torch.from_numpy((rng.poisson(lam) / s).astype(np.float32)).to(x.device)
         if self.kind == "impulse_noise":  # skimage random_noise(mode="s&p", salt_vs_pepper=0.5)
             hit = rng.random(shape) < s
             salt = rng.random(shape) < 0.5
             y = x.clone()
-            y[torch.from_numpy(hit & salt)] = 1.0
-            y[torch.from_numpy(hit & ~salt)] = 0.0
+            y[torch.from_numpy(hit & salt).to(x.device)] = 1.0
+            y[torch.from_numpy(hit & ~salt).to(x.device)] = 0.0
             return y
         if self.kind == "gaussian_blur":
             return gaussian_blur(x, s)
@@ -135,11 +142,11 @@ class Condition:
         raise AssertionError(self.kind)  # parse_condition admits only KINDS
 
 
-def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
+def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32)
 
 
-def _band_limited(rng: np.random.Generator, shape: tuple[int, ...], band: str) -> torch.Tensor:
+def _band_limited(rng: np.random.Generator, shape: tuple[int, ...], band: str) -> np.ndarray:
     """White Gaussian noise filtered to one radial band, per-pixel standard deviation 1.
 
     With a 0/1 mask M on the DFT grid, the filtered noise has per-pixel variance
@@ -150,7 +157,7 @@ def _band_limited(rng: np.random.Generator, shape: tuple[int, ...], band: str) -
     mask = band_mask(h, w, band)
     white = rng.standard_normal(shape)
     filtered = np.fft.ifft2(np.fft.fft2(white, axes=(-2, -1)) * mask, axes=(-2, -1)).real
-    return torch.from_numpy((filtered / np.sqrt(mask.mean())).astype(np.float32))
+    return (filtered / np.sqrt(mask.mean())).astype(np.float32)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -159,7 +166,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch
     radius = int(truncate * sigma + 0.5)
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(x.dtype)
+    kernel = (kernel / kernel.sum()).to(device=x.device, dtype=x.dtype)
     c = x.shape[0]
     y = F.pad(x[None], (radius, radius, radius, radius), mode="replicate")
     y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)

@@ -42,23 +42,27 @@ class Preprocessing:
         return asdict(self)
 
     def __call__(self, images: Sequence[np.ndarray], condition: Condition, sample_ids: Sequence[int],
-                 seed: int) -> torch.Tensor:
-        """Model inputs (k, 3, h, w) float32 for uint8 images under one condition."""
+                 seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Model inputs (k, 3, h, w) float32 for uint8 images under one condition.
+
+        The uint8 pixels move to ``device`` first, so resizing runs there (on a GPU, the
+        input pipeline's costliest step on the CPU); random draws stay on the CPU.
+        """
         if len(images) and all(im.shape == images[0].shape for im in images):
-            return self._batch(np.stack(images), condition, sample_ids, seed)
-        return torch.cat([self._batch(im[None], condition, sample_ids[i:i + 1], seed)
+            return self._batch(np.stack(images), condition, sample_ids, seed, device)
+        return torch.cat([self._batch(im[None], condition, sample_ids[i:i + 1], seed, device)
                           for i, im in enumerate(images)])
 
-    def _batch(self, pixels: np.ndarray, condition: Condition, ids: Sequence[int], seed: int
-               ) -> torch.Tensor:
-        x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+    def _batch(self, pixels: np.ndarray, condition: Condition, ids: Sequence[int], seed: int,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+        x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float().div_(255.0)
         if condition.applies_at("source", "pixel"):
             x = condition(x, ids, seed)
         x = self.geometry(x)
         if condition.applies_at("input", "pixel"):
             x = condition(x, ids, seed)
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
         if condition.applies_at("input", "normalized"):
             x = condition(x, ids, seed)

@@ -329,12 +329,12 @@ def _inputs(plan: Plan, prep: Preprocessing, condition: Condition, starts: range
     generators and torch's kernels release the GIL), so the input pipeline overlaps the
     forward passes. Each batch depends only on its own samples: the order of work is free."""
     n, bs, seed = len(plan.data), plan.batch_size, plan.config.run.seed
-    pin = plan.device == "cuda"
 
     def build(start: int):
         stop = min(n, start + bs)
-        x = prep(plan.data.images(start, stop), condition, plan.data.ids[start:stop], seed)
-        return start, stop, (x.pin_memory() if pin else x)
+        x = prep(plan.data.images(start, stop), condition, plan.data.ids[start:stop], seed,
+                 device=plan.device)
+        return start, stop, x
 
     if plan.workers == 0:
         yield from map(build, starts)
