@@ -85,10 +85,6 @@ class Condition:
         """32-bit key of the condition name, part of every sample's seed."""
         return zlib.crc32(self.name.encode())
 
-    @property
-    def random(self) -> bool:
-        return self.kind not in ("clean", "gaussian_blur", "contrast")
-
     def generator(self, seed: int, sample_id: int) -> np.random.Generator:
         """The generator for one sample: seeded by (run seed, condition, sample id)."""
         return np.random.default_rng([int(seed), self.key, int(sample_id)])

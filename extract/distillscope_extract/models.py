@@ -140,6 +140,7 @@ class LoadedModel:
     architecture: str
     n_params: int
     weights: dict[str, Any] = field(default_factory=dict)
+    _hooked: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)  # by check_layers
 
     def attrs(self) -> dict[str, Any]:
         out = {"source": "timm" if self.spec.timm else "factory", "embedding": self.spec.embedding,
@@ -171,20 +172,19 @@ class LoadedModel:
         if self.spec.embedding == "pre_logits" and not hasattr(self.module, "forward_head"):
             raise ModelError(f"{where}: embedding = 'pre_logits' needs a timm model "
                              "(forward_features / forward_head); use 'output'")
+        self._hooked = {layer.name: modules[layer.module] for layer in self.spec.layers
+                        if layer.module != EMBEDDING}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations of every configured layer for one batch (hooks on named modules)."""
         captured: dict[str, torch.Tensor] = {}
         handles = []
-        modules = dict(self.module.named_modules())
-        for layer in self.spec.layers:
-            if layer.module == EMBEDDING:
-                continue
+        for name, module in self._hooked.items():
 
-            def hook(_mod, _inp, out, name=layer.name):
+            def hook(_mod, _inp, out, name=name):
                 captured[name] = out[0] if isinstance(out, (tuple, list)) else out
 
-            handles.append(modules[layer.module].register_forward_hook(hook))
+            handles.append(module.register_forward_hook(hook))
         try:
             if self.spec.embedding == "pre_logits":
                 out = self.module.forward_head(self.module.forward_features(x), pre_logits=True)

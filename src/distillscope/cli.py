@@ -155,32 +155,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"wrote {store} (synthetic teacher and students, {args.samples} samples)")
     report = out / "report.html"
     check_output_path(report, overwrite=args.overwrite, what="report")
-    args.output = str(results)
-    dataset = _run_analysis(args, store, results)
-    from .report import write_report
-
-    write_report(dataset, report, overwrite=args.overwrite)
+    _analyse_and_report(args, store, results, report)
     print(f"wrote {report}: open it in a browser")
     print(f"next: distillscope inspect {store}   |   python -c \"import distillscope; "
           f"print(distillscope.load_results('{results}'))\"")
     return 0
 
 
-def cmd_extract(args: argparse.Namespace) -> int:
+def _extract(config: str, **options) -> None:
+    """``distillscope_extract.extract`` with a clear error when the extract extras are absent."""
     try:
         from distillscope_extract import extract
     except ImportError as err:  # torch, timm or the extract package itself is missing
         raise DistillscopeError(
             f"distillscope extract needs the extract extras ({err.name or err} is missing); "
             "install them with: pip install -e '.[extract]'") from None
-    extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
-            batch_size=args.batch_size, amp=args.amp, workers=args.workers, dry_run=args.dry_run,
-            progress=not args.quiet)
+    extract(config, **options)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    _extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
+             batch_size=args.batch_size, amp=args.amp, workers=args.workers,
+             dry_run=args.dry_run, progress=not args.quiet)
     return 0
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
+def _analyse_and_report(args: argparse.Namespace, store: Path, results: Path, report: Path) -> None:
     from .report import write_report
+
+    args.output = str(results)
+    dataset = _run_analysis(args, store, results)
+    write_report(dataset, report, overwrite=args.overwrite)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
     from .store import check_output_path
 
     out = Path(args.out or f"distillscope-{Path(args.config).stem}")
@@ -194,11 +202,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if not (resuming and path == store):
             check_output_path(path, overwrite=args.overwrite, what=what)
     start = time.perf_counter()
-    args.output, args.batch_size, args.amp, args.workers, args.dry_run = str(store), None, None, None, False
-    cmd_extract(args)
-    args.output = str(results)
-    dataset = _run_analysis(args, store, results)
-    write_report(dataset, report, overwrite=args.overwrite)
+    _extract(args.config, output=store, overwrite=args.overwrite, device=args.device,
+             progress=not args.quiet)
+    _analyse_and_report(args, store, results, report)
     print(f"audit done in {time.perf_counter() - start:.0f} s; the report: {report.resolve()}")
     return 0
 
@@ -209,6 +215,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = write_report(args.results, args.output, overwrite=args.overwrite, title=args.title)
     print(f"wrote {path}: open it in a browser (one self-contained file)")
     return 0
+
+
+def _config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
@@ -263,10 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the models of a TOML configuration (extract/README.md) "
                        "over clean and corrupted data and write their activations to a feature "
                        "store. Safe to kill: rerunning the same command resumes.")
-    p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
+    _config_options(p)
     p.add_argument("-o", "--output", help="store to write (default: [run] output, else CONFIG.h5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
     p.add_argument("--batch-size", type=int, help="default: [run] batch_size")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (CUDA only; default: [run] amp)")
@@ -281,9 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run an extraction configuration, analyse the store and "
                        "write the HTML report, all in one output folder (store.h5, results.nc, "
                        "report.html). Rerunning resumes an interrupted extraction.")
-    p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
+    _config_options(p)
     p.add_argument("--out", help="output folder (default: distillscope-CONFIG)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
     _analysis_options(p)
     p.set_defaults(func=cmd_audit)
 

@@ -90,9 +90,10 @@ def _cell(value, fmt: str = "{:.3f}") -> str:
 
 
 def _headline(results: xr.Dataset) -> str:
+    from .plot import _reference
+
     kinds = list(results["condition_kind"].values)
-    clean = str(results.condition.values[kinds.index("clean")] if "clean" in kinds
-                else results.condition.values[0])
+    clean = _reference(results, None)
     layer = "embedding" if "embedding" in results.layer.values else str(results.layer.values[0])
     estimator = results.attrs.get("convention_primary", "erank_variance")
     noisy = [str(c) for c, k in zip(results.condition.values, kinds) if k == "gaussian_noise"]
@@ -146,10 +147,12 @@ def _paper(results: xr.Dataset) -> str:
 
     if results.attrs.get("convention") != "arxiv_2603_06698" or "embedding" not in results.layer.values:
         return ""
+    from .plot import _reference
+
     kinds = list(results["condition_kind"].values)
-    clean = str(results.condition.values[kinds.index("clean")]) if "clean" in kinds else None
-    if clean is None:
+    if "clean" not in kinds:
         return ""
+    clean = _reference(results, None)
     teacher = next((str(m) for m, r in zip(results.model.values, results["role"].values)
                     if r == "teacher"), None)
     families = list(map(str, results["family"].values)) if "family" in results.coords else []

@@ -49,22 +49,42 @@ def reference_condition(st: Store) -> str | None:
     return next((c for c, attrs in st.conditions.items() if attrs.get("kind") == "clean"), None)
 
 
-def _pooled_rows(st: Store, info: LayerInfo, pooling: str, rows, mask: np.ndarray) -> np.ndarray:
-    """The pooled features of the samples where ``mask`` is True, in store order."""
-    out = []
-    for start, (block,) in _stream(st, [info], rows):
-        keep = mask[start:start + block.shape[0]]
+class _Rows:
+    """Collects the pooled features (float32) of the samples where ``mask`` is True."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+        self.parts: list[np.ndarray] = []
+
+    def add(self, start: int, pooled: np.ndarray) -> None:
+        keep = self.mask[start:start + pooled.shape[0]]
         if keep.any():
-            out.append(_pooled(block[keep], info, pooling).astype(np.float32))
-    return np.concatenate(out)
+            self.parts.append(pooled[keep].astype(np.float32))
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.parts)
+
+
+def _pooled_rows(st: Store, info: LayerInfo, pooling: str, rows, masks: list[np.ndarray]
+                 ) -> list[np.ndarray]:
+    """The pooled features of the samples of each mask, in store order, in one pass."""
+    collect = [_Rows(m) for m in masks]
+    for start, (block,) in _stream(st, [info], rows):
+        pooled = _pooled(block, info, pooling)
+        for c in collect:
+            c.add(start, pooled)
+    return [c.array() for c in collect]
 
 
 def _drift_and_cka(st: Store, clean: LayerInfo, other: LayerInfo, pooling: str, l2: bool, rows,
-                   bar) -> tuple[float, float, float, float]:
+                   bar, keep: _Rows | None = None) -> tuple[float, float, float, float]:
+    """Drift and CKA of ``other`` against ``clean``; ``keep`` also collects rows of ``other``."""
     drift = DriftAccumulator()
     pair = None
     for start, (a, b) in _stream(st, [clean, other], rows):
         pa, pb = _pooled(a, clean, pooling), _pooled(b, other, pooling)
+        if keep is not None:
+            keep.add(start, pb)
         drift.update(pa, pb)
         za, zb = (_unit(pa), _unit(pb)) if l2 else (pa.astype(np.float64), pb.astype(np.float64))
         if pair is None:
@@ -102,6 +122,8 @@ def robustness_dataset(st: Store, model_names: list[str], condition_names: list[
             ref = reference[layer]
             present = {j: st.layers(model, c)[layer] for j, c in enumerate(condition_names)
                        if layer in st.layers(model, c)}
+            probe = can_probe and ref.kind == "embedding" and bool(present)
+            test_rows: dict[int, np.ndarray] = {}
             for j, info in present.items():
                 if condition_names[j] == clean:
                     values["feature_drift"][i, j, k] = 0.0
@@ -109,15 +131,17 @@ def robustness_dataset(st: Store, model_names: list[str], condition_names: list[
                     values["cka_clean_noisy"][i, j, k] = 1.0
                     values["cka_clean_noisy_debiased"][i, j, k] = 1.0
                     continue
+                keep = _Rows(test) if probe else None  # test rows, read in the same pass
                 (values["feature_drift"][i, j, k], values["feature_drift_std"][i, j, k],
                  values["cka_clean_noisy"][i, j, k],
                  values["cka_clean_noisy_debiased"][i, j, k]) = _drift_and_cka(
-                    st, ref, info, pooling, l2, rows, bar)
-            if can_probe and ref.kind == "embedding" and present:
-                x_train = _pooled_rows(st, ref, pooling, rows, train)
+                    st, ref, info, pooling, l2, rows, bar, keep)
+                if keep is not None:
+                    test_rows[j] = keep.array()
+            if probe:
+                x_train, x_clean_test = _pooled_rows(st, ref, pooling, rows, [train, test])
                 y_train, y_test = st.labels[train], st.labels[test]
-                tests = {j: (_pooled_rows(st, info, pooling, rows, test), y_test)
-                         for j, info in present.items()}
+                tests = {j: (test_rows.get(j, x_clean_test), y_test) for j in present}
                 accuracy, info = probe_accuracy(x_train, y_train, tests)
                 probe_info["n_iter"].append(info["n_iter"])
                 probe_info["converged"].append(info["converged"])
