@@ -13,14 +13,49 @@ def _plain_power(maps):
     return (np.abs(f) ** 2).mean(axis=(0, 1))
 
 
-@pytest.mark.parametrize("h, w", [(14, 14), (7, 7), (6, 9), (5, 8), (1, 4)])
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def _sign_averaged(power):
+    """``(P(ky, kx) + P(-ky, kx)) / 2``, by explicit loops."""
+    h, w = power.shape
+    out = np.empty_like(power)
+    for ky in range(h):
+        for kx in range(w):
+            out[ky, kx] = (power[ky, kx] + power[(h - ky) % h, kx]) / 2
+    return out
+
+
+@pytest.mark.parametrize("h, w", [(14, 14), (7, 7), (6, 9), (5, 8), (1, 4), (4, 1), (2, 3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
 def test_power_matches_full_fft_and_parseval(h, w, dtype):
     x = np.random.default_rng(0).standard_normal((5, 3, h, w)).astype(dtype)
     p = fr.power_spectrum(x)
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    np.testing.assert_allclose(p, _plain_power(x), rtol=tol, atol=tol * p.max())
+    full = _plain_power(x)
+    np.testing.assert_allclose(p, _sign_averaged(full), rtol=tol, atol=tol * p.max())
+    for ky in range(h):  # the same at all four sign quadrants
+        for kx in range(w):
+            assert p[ky, kx] == p[(h - ky) % h, kx] == p[ky, (w - kx) % w]
     assert p.sum() * 15 == pytest.approx(float((x.astype(np.float64) ** 2).sum()), rel=tol)
+    # bands and rings see only |fy| and |fx|: those of the unaveraged spectrum, exactly
+    assert fr.band_fractions(p) == pytest.approx(fr.band_fractions(full), rel=tol)
+    np.testing.assert_allclose(fr.radial_profile(p)[1], fr.radial_profile(full)[1], rtol=tol,
+                               atol=1e-15)
+
+
+def test_oriented_waves_keep_their_power_in_their_quadrant_pair():
+    """A wave along (1, 1) and one along (1, -1) differ only in orientation: same sign-averaged
+    spectrum, each the average of the two orientations."""
+    yy, xx = np.mgrid[0:8, 0:8]
+    a = np.cos(2 * np.pi * (yy + xx) / 8)[None, None]
+    b = np.cos(2 * np.pi * (yy - xx) / 8)[None, None]
+    np.testing.assert_allclose(fr.power_spectrum(a), fr.power_spectrum(b), atol=1e-12)
+    np.testing.assert_allclose(fr.power_spectrum(a), _sign_averaged(_plain_power(a)), atol=1e-12)
+
+
+def test_remove_mean_equals_subtracting_it():
+    x = np.random.default_rng(4).standard_normal((4, 2, 6, 7)) + 3.0
+    centred = x - x.mean(axis=(2, 3), keepdims=True)
+    removed = fr.SpectrumAccumulator((6, 7), remove_mean=True).update(x).mean_power()
+    np.testing.assert_allclose(removed, _sign_averaged(_plain_power(centred)), atol=1e-12)
 
 
 @pytest.mark.parametrize("h, w", [(16, 16), (14, 10), (9, 12)])

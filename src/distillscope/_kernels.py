@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["jit_enabled", "prepare_rows", "topk_update", "knn_overlap", "fold_power", "fletcher32"]
+__all__ = ["jit_enabled", "prepare_rows", "topk_update", "knn_overlap", "fold_log_amplitude", "sum_squares",
+           "fletcher32"]
 
 _TINY_NORM = 1e-12
 
@@ -144,14 +145,13 @@ def knn_overlap(idx_a, idx_b):  # pragma: no cover - jitted
 
 
 @njit(cache=True, nogil=True)
-def fold_power(half, w, power, log_sum, with_log):  # pragma: no cover - jitted
-    """Add the power ``|F|^2`` of real-FFT halves to full ``(h, w)`` spectrum sums.
+def fold_log_amplitude(half, w, log_sum):  # pragma: no cover - jitted
+    """Add ``ln(|F| + 1e-6)`` of real-FFT halves to full ``(h, w)`` sums, in float64.
 
     ``half`` (m, h, w // 2 + 1) complex holds ``rfft2`` outputs; for real input the missing
     columns are the conjugate mirror, ``F[y, x] = conj(F[(h - y) % h, w - x])``, so each value
     is added at its own place and, unless it is its own mirror column (DC or even-w Nyquist),
-    at the mirrored one, in float64. With ``with_log``, ``ln(|F| + 1e-6)`` is summed into
-    ``log_sum`` too. Returns the number of non-finite values met (their maps are corrupt).
+    at the mirrored one. Returns the number of non-finite values met (their maps are corrupt).
     """
     m, h, wr = half.shape
     bad = 0
@@ -164,16 +164,11 @@ def fold_power(half, w, power, log_sum, with_log):  # pragma: no cover - jitted
                 if p - p != 0.0:  # NaN or infinity in the input spreads to its whole spectrum
                     bad += 1
                     continue
-                power[y, kx] += p
+                a = np.log(np.sqrt(p) + 1e-6)
+                log_sum[y, kx] += a
                 x_mirror = w - kx
-                mirrored = kx >= 1 and x_mirror >= wr
-                if mirrored:
-                    power[y_mirror, x_mirror] += p
-                if with_log:
-                    a = np.log(np.sqrt(p) + 1e-6)
-                    log_sum[y, kx] += a
-                    if mirrored:
-                        log_sum[y_mirror, x_mirror] += a
+                if kx >= 1 and x_mirror >= wr:
+                    log_sum[y_mirror, x_mirror] += a
     return bad
 
 
@@ -215,3 +210,19 @@ def fletcher32(data):  # pragma: no cover - jitted
     sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
     sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
     return (sum2 << 16) | sum1
+
+
+@njit(cache=True, nogil=True)
+def sum_squares(p, out):  # pragma: no cover - jitted
+    """Add the squares of ``p`` (r, m, q), summed over its middle axis, to ``out`` (r, q) in float64.
+
+    Each value is widened to float64 before it is squared, so float32 projections lose nothing
+    in the sum; the inner loop runs along the contiguous last axis and vectorises. Serial, like
+    ``prepare_rows``: it runs between BLAS calls.
+    """
+    n_r, n_m, n_q = p.shape
+    for r in range(n_r):
+        for m in range(n_m):
+            for q in range(n_q):
+                v = float(p[r, m, q])
+                out[r, q] += v * v

@@ -2,22 +2,28 @@
 
 Input: maps ``(n, c, h, w)``, or ViT tokens ``(n, t, d)`` reshaped to ``(n, d, h, w)`` after
 dropping the prefix tokens (``tokens_to_maps``). Power spectra are accumulated over samples and
-channels by ``SpectrumAccumulator`` (mergeable sums, memory ``O(h^2 w)``). Definitions:
+channels by ``SpectrumAccumulator`` (mergeable sums, memory ``O(h w)``). Definitions:
 ``docs/metrics.md`` section 3.
 
-The mean power spectrum needs no per-map FFT. With the row transform done by one matrix product,
-``a_m = X_m C_w`` and ``b_m = X_m S_w`` (cosines and sines of the ``w // 2 + 1`` column
-frequencies), the power at ``(ky, kx)`` summed over maps is a quadratic form of
-``G_kx = sum_m [a_m; b_m][a_m; b_m]^T`` (the ``2h x 2h`` Gram matrix of column ``kx``):
-``sum_m |F_m(ky, kx)|^2 = c^T Gaa c + s^T Gbb s - 2 c^T Gab s + s^T Gaa s + c^T Gbb c + 2 s^T Gab c``
-with ``c``, ``s`` the cosines and sines of row frequency ``ky``. Both steps are BLAS products
-(float32 within a block of maps for float16/32 input, sums across blocks in float64), faster
-than the FFTs themselves on small grids (``docs/performance.md``). Park & Kim's log amplitude
-is not linear in the power and still takes one real FFT per map (``log_amplitude=True``).
+The mean power spectrum needs no per-map FFT. Write ``R_n`` for the real DFT basis of length
+``n`` (the cosines of frequencies ``0..n//2`` and the sines of ``1..(n-1)//2``: ``n`` columns).
+Two matrix products give every map's projections ``R_h^T X_m R_w``, and for real maps
+
+``(|F(ky, kx)|^2 + |F(-ky, kx)|^2) / 2 = (c^T X a)^2 + (c^T X b)^2 + (s^T X a)^2 + (s^T X b)^2``
+
+with ``a``, ``b`` the cosines and sines of ``kx`` and ``c``, ``s`` those of ``ky``: the cross
+terms cancel. So the spectrum averaged over the signs of the frequencies (the four quadrants
+``(+-ky, +-kx)``, which for real maps differ by one reflection) is a sum of squares of the
+projections, summed over maps in float64 by a numba kernel. Bands and rings depend on ``|fy|``
+and ``|fx|`` only, so they are exactly those of the unsymmetrised spectrum. Both products are
+BLAS calls with outputs the size of the maps, so BLAS threads them (float32 within a block of
+maps for float16/32 input, float64 sums across blocks), faster than the FFTs themselves on small
+grids (``docs/performance.md``). Park & Kim's log amplitude is not a sum of squares and still
+takes one real FFT per map (``log_amplitude=True``).
 
 1. Float64; optionally remove each map's spatial mean (``remove_mean``; recorded).
 2. ``P = |fft2(x, norm="ortho")|^2`` (Parseval: ``sum P = sum x^2``), averaged over samples and
-   channels.
+   channels and over the sign quadrants (``P(ky, kx)`` with ``P(-ky, kx)``).
 3. Normalised radius ``rho = sqrt(fx^2 + fy^2) / 0.5`` with ``fftfreq(h)``, ``fftfreq(w)``: 1 is
    the axis Nyquist, the corners reach ``sqrt(2)``.
 4. Bands low ``[0, 1/3)``, mid ``[1/3, 2/3)``, high ``[2/3, sqrt(2)]`` (the Nyquist corner, where
@@ -63,24 +69,45 @@ def normalised_radius(h: int, w: int) -> np.ndarray:
     return np.sqrt(fy**2 + fx**2) / 0.5
 
 
+def real_dft_basis(n: int) -> np.ndarray:
+    """The real DFT basis of length ``n``, ``(n, n)`` float64: columns ``cos(2 pi k t / n)`` for
+    ``k = 0..n//2``, then ``sin(2 pi k t / n)`` for ``k = 1..(n-1)//2`` (the sines of 0 and of
+    the even-``n`` Nyquist frequency vanish and are left out)."""
+    t = np.arange(n)[:, None]
+    cos = np.cos(2 * np.pi * t * np.arange(n // 2 + 1) / n)
+    sin = np.sin(2 * np.pi * t * np.arange(1, (n - 1) // 2 + 1) / n)
+    return np.concatenate([cos, sin], axis=1)
+
+
+def _basis_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of ``real_dft_basis(n)`` holding the cosine and the sine of ``k = 0..n//2``; a
+    missing sine points at column ``n`` (a zero the caller pads)."""
+    k = np.arange(n // 2 + 1)
+    has_sine = (k >= 1) & (k <= (n - 1) // 2)
+    return k, np.where(has_sine, n // 2 + k, n)
+
+
 class SpectrumAccumulator:
     """Mergeable sums of the power spectrum (and log amplitude) of maps, over samples x channels.
+
+    ``sums[r, q]`` is the sum over maps of ``(R_h^T X R_w)[q, r]^2`` (module docstring), from
+    which ``mean_power`` assembles the sign-averaged spectrum.
 
     Parameters
     ----------
     grid : (h, w)
     remove_mean : bool, default False
-        Subtract each map's spatial mean first (removes the DC term).
+        Remove each map's spatial mean first, which zeroes the DC term and nothing else.
     log_amplitude : bool, default False
         Also accumulate ``ln(|fft2| + 1e-6)`` for Park & Kim's relative log amplitude.
     precision : {"input", "float64"}, default "input"
-        The FFT runs in float64 for float64 maps and in float32 for float16/32 maps (whose
-        values carry no more precision; the FFT adds ~1e-7 relative error) unless "float64";
-        powers are summed in float64 either way.
+        The products run in float64 for float64 maps and in float32 for float16/32 maps (whose
+        values carry no more precision; each projection gains ~1e-7 relative error) unless
+        "float64"; the squares are summed in float64 either way.
     """
 
     _BLOCK_BYTES = 32 << 20  # complex FFT output per step (log amplitude)
-    _GRAM_BLOCK_BYTES = 4 << 20  # maps per matrix-product step (2-4 MiB: fastest measured)
+    _PRODUCT_BLOCK_BYTES = 4 << 20  # maps per matrix-product step (docs/performance.md)
 
     def __init__(self, grid: tuple[int, int], *, remove_mean: bool = False,
                  log_amplitude: bool = False, precision: str = "input"):
@@ -91,11 +118,8 @@ class SpectrumAccumulator:
         self.remove_mean = bool(remove_mean)
         self.log_amplitude = bool(log_amplitude)
         self.count = 0  # maps (samples x channels)
-        self.wr = self.w // 2 + 1
-        self.gram = np.zeros((self.wr, 2 * self.h, 2 * self.h))  # G_kx, float64
+        self.sums = np.zeros((self.w, self.h))  # float64
         self.log_sum = np.zeros((self.h, self.w)) if log_amplitude else None
-        angle = 2 * np.pi * np.outer(np.arange(self.w), np.arange(self.wr)) / self.w
-        self._row_basis = np.concatenate([np.cos(angle), np.sin(angle)], axis=1).T  # (2wr, w)
 
     def update(self, maps: np.ndarray) -> "SpectrumAccumulator":
         """Add a block of maps ``(m, c, h, w)`` (float16/32/64); returns ``self``."""
@@ -107,48 +131,71 @@ class SpectrumAccumulator:
         real = (np.float64 if maps.dtype == np.float64 or self.precision == "float64"
                 else np.float32)
         m, c = maps.shape[:2]
-        h, w, wr = self.h, self.w, self.wr
-        basis = self._row_basis.astype(real)
-        step = max(1, self._GRAM_BLOCK_BYTES // (c * h * w * np.dtype(real).itemsize))
-        for start in range(0, m, step):
-            x = maps[start:start + step].astype(real, copy=False)
-            if self.remove_mean:
-                x = x - x.mean(axis=(2, 3), keepdims=True)
-            count = x.shape[0] * c
-            rows = (basis @ x.reshape(count * h, w).T).reshape(2 * wr, count, h)
-            gram = np.empty((wr, 2 * h, 2 * h))
-            for k in range(wr):
-                a, b = rows[k], rows[wr + k]  # (maps, h) each
-                gram[k, :h, :h] = a.T @ a
-                gram[k, h:, h:] = b.T @ b
-                gram[k, :h, h:] = a.T @ b
-                gram[k, h:, :h] = gram[k, :h, h:].T
-            if not np.isfinite(gram).all():  # NaN or infinity anywhere in the block spreads here
-                from .moments import NonFiniteError
-
-                raise NonFiniteError(-1, -1, -1, "maps hold NaN or infinite values; the power "
-                                                 "sums are no longer valid")
-            self.gram += gram
+        if m * c:
+            self._update_power(maps, real)
         if self.log_amplitude:
             self._update_log(maps, real)
         self.count += m * c
         return self
 
+    def _update_power(self, maps: np.ndarray, real) -> None:
+        """Sum the squared projections of ``maps`` into ``self.sums``, block by block.
+
+        The scratch arrays (converted input, row transforms, projections) are allocated once per
+        call and reused: fresh multi-MiB arrays per block cost more in page faults than the
+        products themselves.
+        """
+        from ._kernels import jit_enabled, sum_squares
+
+        m, c = maps.shape[:2]
+        h, w = self.h, self.w
+        row_basis = real_dft_basis(w).T.astype(real)  # (w, w): frequencies x columns
+        col_basis = real_dft_basis(h).astype(real)  # (h, h): rows x frequencies
+        step = max(1, min(m, self._PRODUCT_BLOCK_BYTES // (c * h * w * np.dtype(real).itemsize)))
+        size = step * c * h * w
+        converted = None if maps.dtype == real else np.empty(size, dtype=real)
+        rows = np.empty(size, dtype=real)
+        projections = np.empty(size, dtype=real)
+        block_sums = np.zeros_like(self.sums)
+        for start in range(0, m, step):
+            block = maps[start:start + step]
+            count = block.shape[0] * c
+            if converted is not None:
+                x = converted[:count * h * w].reshape(block.shape)
+                np.copyto(x, block, casting="unsafe")
+            else:
+                x = block
+            r = rows[:count * h * w].reshape(w, count * h)
+            np.matmul(row_basis, x.reshape(count * h, w).T, out=r)  # (kx basis, map x y)
+            p = projections[:count * h * w].reshape(w * count, h)
+            np.matmul(r.reshape(w * count, h), col_basis, out=p)  # (kx basis x map, ky basis)
+            p = p.reshape(w, count, h)
+            if jit_enabled():
+                sum_squares(p, block_sums)
+            else:  # plain Python loops would crawl: same sums by numpy
+                block_sums += np.einsum("rmq,rmq->rq", p, p, dtype=np.float64)
+        if not np.isfinite(block_sums).all():  # NaN or infinity anywhere in the maps spreads here
+            from .moments import NonFiniteError
+
+            raise NonFiniteError(-1, -1, -1, "maps hold NaN or infinite values; the power "
+                                             "sums are no longer valid")
+        self.sums += block_sums
+
     def _update_log(self, maps: np.ndarray, real) -> None:
         import scipy.fft
 
-        from ._kernels import fold_power
+        from ._kernels import fold_log_amplitude
 
         m, c = maps.shape[:2]
-        step = max(1, self._BLOCK_BYTES // (c * self.h * self.wr * 2 * np.dtype(real).itemsize))
-        scratch = np.zeros((self.h, self.w))
+        wr = self.w // 2 + 1
+        step = max(1, self._BLOCK_BYTES // (c * self.h * wr * 2 * np.dtype(real).itemsize))
         bad = 0
         for start in range(0, m, step):
             x = maps[start:start + step].astype(real, copy=False)
             if self.remove_mean:
                 x = x - x.mean(axis=(2, 3), keepdims=True)
-            half = scipy.fft.rfft2(x, norm="ortho", workers=-1).reshape(-1, self.h, self.wr)
-            bad += fold_power(half, self.w, scratch, self.log_sum, True)
+            half = scipy.fft.rfft2(x, norm="ortho", workers=-1).reshape(-1, self.h, wr)
+            bad += fold_log_amplitude(half, self.w, self.log_sum)
         if bad:
             from .moments import NonFiniteError
 
@@ -158,34 +205,33 @@ class SpectrumAccumulator:
     def merge(self, other: "SpectrumAccumulator") -> "SpectrumAccumulator":
         if (other.h, other.w, other.remove_mean) != (self.h, self.w, self.remove_mean):
             raise InputError("cannot merge spectra of different grids or preprocessing")
-        self.gram += other.gram
+        self.sums += other.sums
         self.count += other.count
         if self.log_amplitude and other.log_amplitude:
             self.log_sum += other.log_sum
         return self
 
     def mean_power(self) -> np.ndarray:
-        """The power spectrum averaged over maps, ``(h, w)``, DC at ``[0, 0]``."""
+        """The power spectrum averaged over maps and sign quadrants, ``(h, w)``, DC at ``[0, 0]``.
+
+        ``P[ky, kx] = (|F(ky, kx)|^2 + |F(-ky, kx)|^2) / 2`` averaged over maps, with
+        ``F = fft2(x, norm="ortho")``; equal at ``(+-ky, +-kx)``; sums to the mean ``sum x^2``.
+        """
         if not self.count:
             raise InputError("no maps were accumulated")
-        h, w, wr = self.h, self.w, self.wr
-        angle = 2 * np.pi * np.outer(np.arange(h), np.arange(h)) / h  # (ky, y)
-        cos, sin = np.cos(angle), np.sin(angle)
-        half = np.empty((h, wr))
-        for k in range(wr):
-            g = self.gram[k]
-            gaa, gbb, gab = g[:h, :h], g[h:, h:], g[:h, h:]
-
-            def form(u, m, v):
-                return np.sum((u @ m) * v, axis=1)
-
-            half[:, k] = (form(cos, gaa, cos) + form(sin, gbb, sin) - 2 * form(cos, gab, sin)
-                          + form(sin, gaa, sin) + form(cos, gbb, cos) + 2 * form(sin, gab, cos))
-        power = np.empty((h, w))
-        power[:, :wr] = half
-        mirror = np.arange(wr, w)  # F[y, x] = conj F[-y, w - x] for real maps
-        power[:, mirror] = half[(-np.arange(h)) % h][:, w - mirror]
-        return np.maximum(power, 0.0) / (self.count * h * w)
+        h, w = self.h, self.w
+        padded = np.zeros((w + 1, h + 1))  # a zero row and column for the missing sines
+        padded[:w, :h] = self.sums
+        cos_x, sin_x = _basis_index(w)
+        cos_y, sin_y = _basis_index(h)
+        quadrant = sum(padded[bx[None, :], by[:, None]]
+                       for bx in (cos_x, sin_x) for by in (cos_y, sin_y))  # (h//2+1, w//2+1)
+        fold_y = np.minimum(np.arange(h), h - np.arange(h))
+        fold_x = np.minimum(np.arange(w), w - np.arange(w))
+        power = quadrant[fold_y[:, None], fold_x[None, :]] / (self.count * h * w)
+        if self.remove_mean:
+            power[0, 0] = 0.0
+        return power
 
     def mean_log_amplitude(self) -> np.ndarray:
         if not self.log_amplitude:
