@@ -250,7 +250,9 @@ class SecondMoments:
     # -- internals --------------------------------------------------------------------------
     def _scratch(self, m: int) -> np.ndarray:
         if self._buffer.shape[0] < m:
-            self._buffer = np.empty((m, self.n_features))
+            from ._scratch import scratch
+
+            self._buffer = scratch("moments", (m, self.n_features), np.float64)
         return self._buffer[:m]
 
     def _rows_to_sums(self) -> None:

@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from ._errors import InputError, OutputError, StoreError
+from ._scratch import scratch
 from ._version import __version__
 from .moments import FLOAT_DTYPES
 
@@ -525,7 +526,7 @@ class Store:
             chunk_rows = ds.chunks[0] if ds.chunks else 1
             rows = min(_BLOCK_MAX_ROWS, _BLOCK_FLOAT64_BYTES // max(row_bytes, 1))
             rows = max(chunk_rows, rows // chunk_rows * chunk_rows)
-        buffer = np.empty((min(rows, n), *ds.shape[1:]), dtype=ds.dtype)
+        buffer = scratch("store-read", (min(rows, n), *ds.shape[1:]), ds.dtype)
         raw = self._raw_reader(ds, rows)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
