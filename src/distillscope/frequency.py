@@ -146,6 +146,7 @@ class SpectrumAccumulator:
         products themselves.
         """
         from ._kernels import jit_enabled, sum_squares
+        from ._scratch import cast_into
 
         m, c = maps.shape[:2]
         h, w = self.h, self.w
@@ -162,7 +163,7 @@ class SpectrumAccumulator:
             count = block.shape[0] * c
             if converted is not None:
                 x = converted[:count * h * w].reshape(block.shape)
-                np.copyto(x, block, casting="unsafe")
+                cast_into(block, x)
             else:
                 x = block
             r = rows[:count * h * w].reshape(w, count * h)

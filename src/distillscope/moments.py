@@ -133,7 +133,9 @@ class SecondMoments:
         if m == 0:
             return self
         if rows.dtype == np.float16:  # numba has no float16
-            rows = rows.astype(np.float32)
+            from ._scratch import widen_float16
+
+            rows = widen_float16(rows, "moments-float16")
         rows = np.ascontiguousarray(rows)
         out = self._scratch(m)
         if self._shift is None and not self.l2_normalize:

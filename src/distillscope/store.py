@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from ._errors import InputError, OutputError, StoreError
-from ._scratch import scratch
+from ._scratch import cast_into, scratch
 from ._version import __version__
 from .moments import FLOAT_DTYPES
 
@@ -511,11 +511,14 @@ class Store:
             return None
         return _RawChunks.open(self, ds, rows)
 
-    def iter_chunks(self, info: LayerInfo, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_chunks(self, info: LayerInfo, rows: int | None = None, *,
+                    widen: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, block)`` over the samples of a layer, in whole HDF5 chunks.
 
         ``rows`` defaults to at most 16384 samples and 128 MiB once converted to float64,
-        rounded to a multiple of the HDF5 chunk rows.
+        rounded to a multiple of the HDF5 chunk rows. With ``widen``, float16 layers come as
+        float32 blocks (exact; about 3x faster than numpy's cast, and numpy computes faster on
+        float32 than on float16); other dtypes as stored.
         Each block is a view of one reused buffer, valid until the next step: copy it to keep
         it. Checksum failures and read errors become StoreError naming the file and path.
         """
@@ -528,6 +531,8 @@ class Store:
             rows = max(chunk_rows, rows // chunk_rows * chunk_rows)
         buffer = scratch("store-read", (min(rows, n), *ds.shape[1:]), ds.dtype)
         raw = self._raw_reader(ds, rows)
+        wide = (scratch("store-widen", buffer.shape, np.float32)
+                if widen and ds.dtype == np.float16 else None)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             block = buffer[: stop - start]
@@ -542,6 +547,9 @@ class Store:
                     f"cannot read samples {start}..{stop - 1} ({_first_line(err)}); the file is "
                     "damaged: re-extract or restore it",
                 ) from None
+            if wide is not None:
+                cast_into(block, wide[: stop - start])
+                block = wide[: stop - start]
             yield start, block
 
     def read(self, info: LayerInfo) -> np.ndarray:
