@@ -31,6 +31,7 @@ def test_power_matches_full_fft_and_parseval(h, w, dtype):
     tol = 1e-12 if dtype == np.float64 else 1e-5
     full = _plain_power(x)
     np.testing.assert_allclose(p, _sign_averaged(full), rtol=tol, atol=tol * p.max())
+    np.testing.assert_array_equal(fr.power_spectrum(np.asfortranarray(x)), p)  # strided input
     for ky in range(h):  # the same at all four sign quadrants
         for kx in range(w):
             assert p[ky, kx] == p[(h - ky) % h, kx] == p[ky, (w - kx) % w]

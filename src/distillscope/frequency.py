@@ -154,7 +154,8 @@ class SpectrumAccumulator:
         col_basis = real_dft_basis(h).astype(real)  # (h, h): rows x frequencies
         step = max(1, min(m, self._PRODUCT_BLOCK_BYTES // (c * h * w * np.dtype(real).itemsize)))
         size = step * c * h * w
-        converted = None if maps.dtype == real else np.empty(size, dtype=real)
+        direct = maps.dtype == real and maps.flags.c_contiguous  # else copied per step (tokens)
+        converted = None if direct else np.empty(size, dtype=real)
         rows = np.empty(size, dtype=real)
         projections = np.empty(size, dtype=real)
         block_sums = np.zeros_like(self.sums)
