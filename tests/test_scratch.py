@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from distillscope._scratch import MAX_BYTES, scratch
+from distillscope._scratch import MAX_BYTES, release, scratch
 
 
 def _address(array):
@@ -28,6 +28,10 @@ def test_a_released_array_is_reused_and_a_held_one_never_is():
     del view, d
     e = scratch("test-pool", (100, 8), np.float64)  # larger than the kept array: a new one
     assert e.size == 800 and e.flags.c_contiguous
+    del e
+    release()  # forgotten: the next request allocates
+    f = scratch("test-pool", (100, 8), np.float64)
+    assert f.flags.c_contiguous and f.base is not None
 
 
 def test_purposes_and_dtypes_do_not_share_and_large_arrays_are_not_kept():

@@ -10,8 +10,9 @@ nothing refers to it any more.
 An array is reused only when the pool holds the last reference to it: any view a caller keeps
 (``SecondMoments.last_block``, a block yielded by ``Store.iter_chunks``) refers to it and keeps
 it out of reach, so a live array is never handed out twice. One array per (purpose, dtype) is
-kept between calls, at most ``MAX_BYTES`` each; that memory stays allocated for the life of the
-process, as a freshly allocated block would during a stream.
+kept between calls, at most ``MAX_BYTES`` each (in practice one block of a stream: at most
+128 MiB as float64, less in the stored dtype); that memory stays allocated until ``release()``
+or the end of the process.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["scratch", "widen_float16", "cast_into", "MAX_BYTES"]
+__all__ = ["scratch", "release", "widen_float16", "cast_into", "MAX_BYTES"]
 
 #: arrays larger than this are never kept
 MAX_BYTES = 256 << 20
@@ -53,6 +54,12 @@ def scratch(purpose: str, shape: tuple[int, ...], dtype) -> np.ndarray:
             base = np.empty(size, dtype=dtype)
             _pool[key] = base  # an array still in use stays with its users and dies with them
         return base[:size].reshape(shape)
+
+
+def release() -> None:
+    """Forget the kept arrays; their memory returns once no caller refers to them."""
+    with _lock:
+        _pool.clear()
 
 
 def widen_float16(block: np.ndarray, purpose: str = "widen") -> np.ndarray:
