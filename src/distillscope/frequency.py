@@ -21,7 +21,7 @@ maps for float16/32 input, float64 sums across blocks), faster than the FFTs the
 grids (``docs/performance.md``). Park & Kim's log amplitude is not a sum of squares and still
 takes one real FFT per map (``log_amplitude=True``).
 
-1. Float64; optionally remove each map's spatial mean (``remove_mean``; recorded).
+1. Optionally remove each map's spatial mean (``remove_mean``; recorded): the DC term only.
 2. ``P = |fft2(x, norm="ortho")|^2`` (Parseval: ``sum P = sum x^2``), averaged over samples and
    channels and over the sign quadrants (``P(ky, kx)`` with ``P(-ky, kx)``).
 3. Normalised radius ``rho = sqrt(fx^2 + fy^2) / 0.5`` with ``fftfreq(h)``, ``fftfreq(w)``: 1 is
