@@ -17,6 +17,7 @@ import xarray as xr
 
 from .alignment import (
     DegenerateWarning,
+    _unit_rows,
     PairMoments,
     cca,
     infonce,
@@ -68,8 +69,7 @@ def _pooled(block: np.ndarray, info: LayerInfo, pooling: str) -> np.ndarray:
 
 
 def _unit(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    return z / np.maximum(np.sqrt(np.einsum("ij,ij->i", z, z)), 1e-12)[:, None]
+    return _unit_rows(z, np.float64)
 
 
 def _stream(st: Store, infos: list[LayerInfo], rows: int | None):

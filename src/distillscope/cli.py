@@ -183,7 +183,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def _analyse_and_report(args: argparse.Namespace, store: Path, results: Path, report: Path) -> None:
     from .report import write_report
 
-    args.output = str(results)
     dataset = _run_analysis(args, store, results)
     write_report(dataset, report, overwrite=args.overwrite)
 

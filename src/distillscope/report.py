@@ -262,7 +262,7 @@ report by distillscope {__version__}.</p>
 def write_report(results: xr.Dataset | str | os.PathLike[str], path: str | os.PathLike[str], *,
                  overwrite: bool = False, title: str | None = None) -> Path:
     """Write the report atomically (a temporary file renamed into place)."""
-    from .results import load_results
+    from .results import load_results, publish, temporary_name
     from .store import check_output_path
 
     path = Path(path)
@@ -270,14 +270,10 @@ def write_report(results: xr.Dataset | str | os.PathLike[str], path: str | os.Pa
     if not isinstance(results, xr.Dataset):
         results = load_results(results)
     page = render_report(results, title=title)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp.write_text(page, encoding="utf-8")
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write the report ({err.strerror})") from None
-    return path
+        raise OutputError(f"{path}: cannot write the report ({err.strerror or err})") from None
+    return publish(tmp, path, overwrite=overwrite, what="report")

@@ -46,9 +46,28 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
     ds.attrs = _netcdf_attrs(ds.attrs)
     for name in list(ds.variables):
         ds[name].attrs = _netcdf_attrs(ds[name].attrs)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(path)
     try:
         ds.to_netcdf(tmp, engine="h5netcdf")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({err.strerror or err}); choose another output "
+                          "path") from None
+    return publish(tmp, path, overwrite=overwrite, what="results file")
+
+
+def temporary_name(path: Path) -> Path:
+    """The hidden name an output is written under before ``publish`` renames it into place."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def publish(tmp: Path, path: Path, *, overwrite: bool, what: str) -> Path:
+    """Move the finished file ``tmp`` to ``path`` atomically, after an fsync; ``tmp`` is gone.
+
+    Without ``overwrite`` a file that appeared at ``path`` meanwhile is never replaced (a hard
+    link fails if the name exists; on file systems without links, a last check then a rename).
+    """
+    try:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if overwrite:
@@ -58,12 +77,12 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
                 os.link(tmp, path)  # fails if path appeared meanwhile: never clobber
             except FileExistsError:
                 raise OutputError(
-                    f"{path}: the results file appeared while writing; pass overwrite=True "
+                    f"{path}: the {what} appeared while writing; pass overwrite=True "
                     "(--overwrite) to replace it"
                 ) from None
             except OSError:  # a file system without hard links
                 if path.exists():
-                    raise OutputError(f"{path}: the results file appeared while writing; pass "
+                    raise OutputError(f"{path}: the {what} appeared while writing; pass "
                                       "overwrite=True (--overwrite) to replace it") from None
                 os.replace(tmp, path)
     except OutputError:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ._errors import InputError
+from .alignment import _unit_rows
 
 __all__ = ["DriftAccumulator", "frequency_response", "knn_accuracy", "probe_accuracy",
            "relative_drift", "PROBE", "KNN_K"]
@@ -93,9 +94,22 @@ def relative_drift(clean, noisy) -> float:
     return DriftAccumulator().update(np.atleast_2d(clean), np.atleast_2d(noisy)).mean
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def _unit(x) -> np.ndarray:
+    return _unit_rows(np.asarray(x), np.float64)
+
+
+def _as_float64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _score(predict, tests: Mapping[str, tuple] | Sequence[tuple], what: str) -> dict | list:
+    """Fraction of correct ``predict(x)`` per test set ``(x, y)``, in the shape of ``tests``."""
+    items = tests.items() if isinstance(tests, Mapping) else enumerate(tests)
+    scores = {}
+    for key, (x, y) in items:
+        x, y = _check_xy(x, y, f"{what} test set {key!r}")
+        scores[key] = float(np.mean(predict(x) == y))
+    return scores if isinstance(tests, Mapping) else [scores[i] for i in range(len(scores))]
 
 
 def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -138,17 +152,12 @@ def probe_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple
     train_x, train_y = _check_xy(train_x, train_y, "probe training set")
     if np.unique(train_y).size < 2:
         raise InputError("probe training set: needs at least two classes")
-    prep = _unit_rows if l2_normalize else (lambda a: np.asarray(a, dtype=np.float64))
+    prep = _unit if l2_normalize else _as_float64
     probe = LogisticRegression(solver=PROBE["solver"], C=C, max_iter=max_iter)
     probe.fit(prep(train_x), train_y)
     n_iter = int(np.max(probe.n_iter_))
-    items = tests.items() if isinstance(tests, Mapping) else enumerate(tests)
-    scores = {}
-    for key, (x, y) in items:
-        x, y = _check_xy(x, y, f"probe test set {key!r}")
-        scores[key] = float(np.mean(probe.predict(prep(x)) == y))
-    out = scores if isinstance(tests, Mapping) else [scores[i] for i in range(len(scores))]
-    return out, {"n_iter": n_iter, "converged": n_iter < max_iter}
+    scores = _score(lambda x: probe.predict(prep(x)), tests, "probe")
+    return scores, {"n_iter": n_iter, "converged": n_iter < max_iter}
 
 
 def knn_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple], *,
@@ -163,13 +172,8 @@ def knn_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple],
     if not 1 <= k <= train_x.shape[0]:
         raise InputError(f"k must be in 1..{train_x.shape[0]} (training samples); got {k}")
     knn = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
-    knn.fit(np.asarray(train_x, dtype=np.float64), train_y)
-    items = tests.items() if isinstance(tests, Mapping) else enumerate(tests)
-    scores = {}
-    for key, (x, y) in items:
-        x, y = _check_xy(x, y, f"kNN test set {key!r}")
-        scores[key] = float(np.mean(knn.predict(np.asarray(x, dtype=np.float64)) == y))
-    return scores if isinstance(tests, Mapping) else [scores[i] for i in range(len(scores))]
+    knn.fit(_as_float64(train_x), train_y)
+    return _score(lambda x: knn.predict(_as_float64(x)), tests, "kNN")
 
 
 def frequency_response(band_drift: Mapping[str, float] | Sequence[float]) -> np.ndarray:

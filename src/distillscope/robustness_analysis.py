@@ -116,12 +116,12 @@ def robustness_dataset(st: Store, model_names: list[str], condition_names: list[
     probe_info = {"n_iter": [], "converged": []}
     for i, model in enumerate(model_names):
         reference = st.layers(model, clean)
+        stored = [st.layers(model, c) for c in condition_names]
         for k, layer in enumerate(layer_names):
             if layer not in reference:
                 continue
             ref = reference[layer]
-            present = {j: st.layers(model, c)[layer] for j, c in enumerate(condition_names)
-                       if layer in st.layers(model, c)}
+            present = {j: layers[layer] for j, layers in enumerate(stored) if layer in layers}
             probe = can_probe and ref.kind == "embedding" and bool(present)
             test_rows: dict[int, np.ndarray] = {}
             for j, info in present.items():
