@@ -396,6 +396,11 @@ def _assemble(plan: Plan, *, overwrite: bool) -> Path:
     return plan.output
 
 
+def _files_read(config) -> list[Path | None]:
+    """Every file the extraction reads: the store must never be written over one of them."""
+    return [config.path, config.data.root, *(m.weights for m in config.models)]
+
+
 def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
             overwrite: bool = False, device: str | None = None, batch_size: int | None = None,
             amp: bool | None = None, workers: int | None = None, dry_run: bool = False,
@@ -426,7 +431,7 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             shutil.rmtree(work)
             log(f"{out} is already complete (removed the leftover {work})")
             return out
-        check_output_path(out, overwrite=overwrite, what="store")
+        check_output_path(out, overwrite=overwrite, what="store", inputs=_files_read(config))
     plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp,
                            workers=workers)
     if dry_run:

@@ -118,7 +118,7 @@ def _run_analysis(args: argparse.Namespace, store, output: Path):
     from .results import save_results
     from .store import check_output_path
 
-    check_output_path(output, overwrite=args.overwrite, what="results file")
+    check_output_path(output, overwrite=args.overwrite, what="results file", inputs=[store])
     start = time.perf_counter()
     results = analyze(store, models=args.models, conditions=args.conditions, layers=args.layers,
                       convention=args.convention, l2_normalize=args.l2_normalize,
@@ -199,7 +199,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     resuming = (out / "store.h5.work").is_dir()
     for path, what in ((store, "store"), (results, "results file"), (report, "report")):
         if not (resuming and path == store):
-            check_output_path(path, overwrite=args.overwrite, what=what)
+            check_output_path(path, overwrite=args.overwrite, what=what, inputs=[args.config])
     start = time.perf_counter()
     _extract(args.config, output=store, overwrite=args.overwrite, device=args.device,
              progress=not args.quiet)

@@ -261,14 +261,21 @@ report by distillscope {__version__}.</p>
 
 def write_report(results: xr.Dataset | str | os.PathLike[str], path: str | os.PathLike[str], *,
                  overwrite: bool = False, title: str | None = None) -> Path:
-    """Write the report atomically (a temporary file renamed into place)."""
+    """Write the report atomically (a temporary file renamed into place).
+
+    Never over the results file it reads nor the store they came from, nor over anything but
+    a regular file; an existing report only with ``overwrite``.
+    """
     from .results import load_results, publish, temporary_name
     from .store import check_output_path
 
     path = Path(path)
-    check_output_path(path, overwrite=overwrite, what="report")
-    if not isinstance(results, xr.Dataset):
-        results = load_results(results)
+    source = None if isinstance(results, xr.Dataset) else results
+    check_output_path(path, overwrite=overwrite, what="report", inputs=[source])
+    if source is not None:
+        results = load_results(source)
+    check_output_path(path, overwrite=overwrite, what="report",
+                      inputs=[results.attrs.get("store")])
     page = render_report(results, title=title)
     tmp = temporary_name(path)
     try:

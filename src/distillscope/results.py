@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from ._errors import InputError, OutputError
-from .store import check_output_path
+from .store import check_output_path, refuse_special_file
 
 __all__ = ["save_results", "load_results"]
 
@@ -38,10 +38,13 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
     Raises
     ------
     OutputError
-        If ``path`` exists and ``overwrite`` is False, or its folder is missing or read-only.
+        If ``path`` exists and ``overwrite`` is False, is the store the results were computed
+        from (attribute ``store``), is not a regular file, or its folder is missing or
+        read-only.
     """
     path = Path(path)
-    check_output_path(path, overwrite=overwrite, what="results file")
+    check_output_path(path, overwrite=overwrite, what="results file",
+                      inputs=[results.attrs.get("store")])
     ds = results.copy()
     ds.attrs = _netcdf_attrs(ds.attrs)
     for name in list(ds.variables):
@@ -66,11 +69,13 @@ def publish(tmp: Path, path: Path, *, overwrite: bool, what: str) -> Path:
 
     Without ``overwrite`` a file that appeared at ``path`` meanwhile is never replaced (a hard
     link fails if the name exists; on file systems without links, a last check then a rename).
+    With it, only a regular file is replaced: a device, FIFO or socket at ``path`` is refused.
     """
     try:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if overwrite:
+            refuse_special_file(path, what)
             os.replace(tmp, path)
         else:
             try:

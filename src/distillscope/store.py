@@ -25,7 +25,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterator, Mapping
+import stat
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -409,6 +410,7 @@ class StoreWriter:
         self._file.close()
         with open(self._partial, "rb+") as fh:
             os.fsync(fh.fileno())
+        refuse_special_file(self.path, "store")
         os.replace(self._partial, self.path)
         return self.path
 
@@ -433,10 +435,24 @@ class StoreWriter:
             self.abort()
 
 
-def check_output_path(path: Path, *, overwrite: bool, what: str) -> None:
-    """Refuse an existing output (unless ``overwrite``) or one whose folder cannot be written."""
+def check_output_path(path: Path, *, overwrite: bool, what: str,
+                      inputs: Iterable[str | os.PathLike[str] | None] = ()) -> None:
+    """Refuse an output that would destroy something, before any work is done.
+
+    Refused always: a directory; an existing path that is not a regular file (a device, a FIFO,
+    a socket: ``os.replace`` would put a regular file in its place); the same file as any of
+    ``inputs`` (by ``os.path.samefile``: any spelling, a symbolic or a hard link), with or
+    without ``overwrite``. Refused unless ``overwrite``: an existing regular file. Refused too: a
+    missing or read-only folder.
+    """
+    path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name for the {what}")
+    for source in inputs:
+        if source is not None and _same_file(path, Path(source)):
+            raise OutputError(f"{path}: is the input {source}; writing the {what} there would "
+                              "destroy it: choose another output path")
+    refuse_special_file(path, what)
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: the {what} exists; pass overwrite=True (--overwrite) to replace it")
     parent = path.parent if str(path.parent) else Path(".")
@@ -444,6 +460,22 @@ def check_output_path(path: Path, *, overwrite: bool, what: str) -> None:
         raise OutputError(f"{path}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: folder {parent} is not writable; choose another output path")
+
+
+def refuse_special_file(path: Path, what: str) -> None:
+    """Raise OutputError if ``path`` exists and is not a regular file (checked again just before
+    an output is renamed into place, which would put a regular file where a device was)."""
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        raise OutputError(f"{path}: is not a regular file (a device, FIFO or socket); the {what} "
+                          "is only ever written to a regular file: choose another output path")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths name one file (False if either is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------------- the reader
