@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import distillscope as ds
-from distillscope import alignment as al
+from distillscope.metrics import alignment as al
 from _common import arguments, best_time, peak_memory as _peak
 
 D = 768

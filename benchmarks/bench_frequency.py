@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import distillscope as ds
-from distillscope import frequency as fr
+from distillscope.metrics import frequency as fr
 from _common import arguments, best_time, peak_memory as _peak
 
 LAYER = ("student", "clean", "conv")

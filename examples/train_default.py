@@ -182,7 +182,7 @@ def train_student(d: dict, targets: torch.Tensor, width: int, seed: int, epochs:
 def measure(model: nn.Module, d: dict) -> dict:
     """Effective rank (arXiv 2603.06698 convention) and linear-probe accuracy on the test split."""
     import distillscope as ds
-    from distillscope.robustness import probe_accuracy
+    from distillscope.metrics.robustness import probe_accuracy
 
     train = embed(model, d["x_train"]).numpy()
     test = embed(model, d["x_test"]).numpy()

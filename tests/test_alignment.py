@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from distillscope import alignment as al
+from distillscope.metrics import alignment as al
 import distillscope as ds
 
 import reference_alignment as ref

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import distillscope as ds
-from distillscope import dimensionality as dim
+from distillscope.metrics import dimensionality as dim
 
 import reference as ref
 

@@ -15,7 +15,7 @@ timm = pytest.importorskip("timm")
 
 from distillscope import open_store  # noqa: E402
 from distillscope.cli import main  # noqa: E402
-from distillscope.frequency import band_fractions, power_spectrum, tokens_to_maps  # noqa: E402
+from distillscope.metrics.frequency import band_fractions, power_spectrum, tokens_to_maps  # noqa: E402
 
 from distillscope_extract import extract, plan_extraction  # noqa: E402
 from distillscope_extract.conditions import SEVERITIES, gaussian_blur, parse_condition  # noqa: E402

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import distillscope as ds
-from distillscope import frequency as fr
+from distillscope.metrics import frequency as fr
 
 
 def _plain_power(maps):

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 import distillscope as ds
-from distillscope import dimensionality
+from distillscope.metrics import dimensionality
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def test_special_files_are_never_replaced(tmp_path, small_store, capsys):
 
 
 def test_publish_checks_again_just_before_the_rename(tmp_path):
-    from distillscope.results import publish
+    from distillscope.outputs import publish
 
     tmp = tmp_path / ".out.tmp"
     tmp.write_text("new")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import distillscope as ds
-from distillscope import robustness as rb
-from distillscope.frequency import band_mask
+from distillscope.metrics import robustness as rb
+from distillscope.metrics.frequency import band_mask
 
 from reference_alignment import linear_cka as linear_cka_gram
 

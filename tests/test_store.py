@@ -221,7 +221,7 @@ def test_checksum_detects_flipped_bytes(tmp_path):
 
 
 # ----------------------------------------------------------------- direct chunk reads (fast path)
-from distillscope.store import _RawChunks  # noqa: E402
+from distillscope.store.chunks import ChunkReader  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -232,8 +232,8 @@ def test_direct_chunk_reads_equal_hdf5(tmp_path, dtype, shape):
     with ds.open_store(path) as st:
         info = st.layers("teacher", "clean")["x"]
         dset = st._file[info.path]
-        assert _RawChunks.open(st, dset, dset.chunks[0] * 3) is not None
-        assert _RawChunks.open(st, dset, dset.chunks[0] * 3 + 1) is None  # not whole chunks
+        assert ChunkReader.open(st, dset, dset.chunks[0] * 3) is not None
+        assert ChunkReader.open(st, dset, dset.chunks[0] * 3 + 1) is None  # not whole chunks
         for rows in (dset.chunks[0], dset.chunks[0] * 3, None, 7):
             got = np.concatenate([b.copy() for _, b in st.iter_chunks(info, rows)])
             assert got.dtype == dtype
@@ -251,7 +251,7 @@ def test_direct_reads_fall_back_for_other_layouts(tmp_path):
         w.write_layer("teacher", "clean", "x", z)
     with ds.open_store(tmp_path / "g.h5") as st:
         info = st.layers("teacher", "clean")["x"]
-        assert _RawChunks.open(st, st._file[info.path], st._file[info.path].chunks[0]) is None
+        assert ChunkReader.open(st, st._file[info.path], st._file[info.path].chunks[0]) is None
         np.testing.assert_array_equal(st.read(info), z)
 
 
@@ -273,7 +273,7 @@ def test_direct_reads_detect_corruption_in_the_edge_chunk_and_accept_legacy_chec
     def read_all():
         with ds.open_store(path) as st:
             dset = st._file["/models/teacher/clean/x"]
-            raw = _RawChunks.open(st, dset, dset.chunks[0])
+            raw = ChunkReader.open(st, dset, dset.chunks[0])
             block = np.empty((dset.chunks[0], 300), np.float32)
             for start in range(0, 1000, dset.chunks[0]):
                 stop = min(1000, start + dset.chunks[0])

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distillscope.frequency import BANDS, band_mask
+from distillscope.metrics.frequency import BANDS, band_mask
 
 from .errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillscope._errors import InputError
+from distillscope import InputError
 
 __all__ = ["ConfigError", "DataError", "ModelError"]
 

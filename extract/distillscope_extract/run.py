@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillscope._errors import OutputError
-from distillscope.store import StoreWriter, check_output_path
+from distillscope import OutputError
+from distillscope.outputs import check_output_path
+from distillscope.store import StoreWriter
 
 from .conditions import Condition
 from .config import Config, PreprocessSpec, load_config

@@ -9,7 +9,7 @@ from ._errors import DistillscopeError, InputError, OutputError, StoreError
 from ._version import __version__
 from .analysis import analyze
 from .conventions import CONVENTIONS, Convention, get_convention
-from .dimensionality import (
+from .metrics.dimensionality import (
     ESTIMATORS,
     erank_singular,
     erank_variance,
@@ -22,7 +22,7 @@ from .dimensionality import (
     stable_rank,
 )
 from .labelled import ALIGNMENT_SCORES, alignment_score, effective_rank, eigenspectrum
-from .moments import SecondMoments
+from .metrics.moments import SecondMoments
 from .results import load_results, save_results
 from .store import Store, StoreWriter, open_store, validate_store
 

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from .alignment import (
+from .metrics.alignment import (
     DegenerateWarning,
     _unit_rows,
     PairMoments,
@@ -33,9 +33,10 @@ from .alignment import (
 )
 from ._errors import InputError
 from .conventions import Convention
-from .moments import NonFiniteError
-from .pooling import pool
-from .store import LayerInfo, Store, StoreError, nonfinite_message
+from .metrics.moments import NonFiniteError
+from .engine.pooling import pool
+from ._errors import StoreError
+from .store import LayerInfo, Store, nonfinite_message
 
 __all__ = ["alignment_dataset", "SCALARS"]
 

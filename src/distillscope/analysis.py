@@ -19,9 +19,9 @@ import xarray as xr
 from ._errors import InputError, StoreError
 from ._version import __version__
 from .conventions import Convention, get_convention
-from .dimensionality import ESTIMATORS, powerlaw_alpha, rank_from_spectrum, seed_averaged_erank
-from .moments import NonFiniteError, SecondMoments
-from .pooling import pool, pooled_width, resolve_pooling
+from .metrics.dimensionality import ESTIMATORS, powerlaw_alpha, rank_from_spectrum, seed_averaged_erank
+from .metrics.moments import NonFiniteError, SecondMoments
+from .engine.pooling import pool, pooled_width, resolve_pooling
 from .store import LayerInfo, Store, nonfinite_message, open_store
 
 __all__ = ["analyze"]
@@ -52,7 +52,7 @@ def _spatial_grid(info: LayerInfo) -> tuple[int, int] | None:
 def _moments_of(store: Store, info: LayerInfo, pooling: str, l2_normalize: bool,
                 rows: int | None, bar, spectrum=None) -> SecondMoments:
     """Stream one layer into its moments and, for maps and tokens, its spatial power spectrum."""
-    from .frequency import tokens_to_maps
+    from .metrics.frequency import tokens_to_maps
 
     moments = SecondMoments(pooled_width(info, pooling), l2_normalize=l2_normalize)
     for start, block in store.iter_chunks(info, rows, widen=True):
@@ -210,7 +210,7 @@ def _analyze(st: Store, models, conditions, layers, conv: Convention, l2: bool,
             grid = _spatial_grid(info) if frequency else None
             spatial = None
             if grid is not None:
-                from .frequency import SpectrumAccumulator
+                from .metrics.frequency import SpectrumAccumulator
 
                 spatial = SpectrumAccumulator(grid, remove_mean=remove_map_mean,
                                               log_amplitude=park_kim and grid[0] == grid[1])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ._errors import InputError
-from .dimensionality import ESTIMATORS
+from .metrics.dimensionality import ESTIMATORS
 
 __all__ = ["Convention", "CONVENTIONS", "get_convention"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frequency import BANDS, SpectrumAccumulator, band_fractions, radial_profile, relative_log_amplitude
+from .metrics.frequency import BANDS, SpectrumAccumulator, band_fractions, radial_profile, relative_log_amplitude
 
 __all__ = ["frequency_variables", "RADIAL_BINS"]
 

@@ -13,7 +13,7 @@ from collections.abc import Hashable
 import numpy as np
 import xarray as xr
 
-from . import dimensionality as _array
+from .metrics import dimensionality as _array
 from ._errors import InputError
 
 __all__ = ["effective_rank", "eigenspectrum", "alignment_score", "ALIGNMENT_SCORES"]
@@ -102,7 +102,7 @@ def eigenspectrum(data, *, sample_dim: Hashable | None = None, feature_dim: Hash
 
 
 def _score_functions() -> dict:
-    from . import alignment as al
+    from .metrics import alignment as al
 
     return {
         "linear_cka": lambda x, y, **kw: al.linear_cka(x, y),

@@ -15,11 +15,11 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from .alignment import DegenerateWarning, PairMoments, linear_cka
+from .metrics.alignment import DegenerateWarning, PairMoments, linear_cka
 from .alignment_analysis import _pooled, _stream, _unit
 from .conventions import Convention
-from .frequency import BANDS
-from .robustness import KNN_K, PROBE, DriftAccumulator, frequency_response, knn_accuracy, probe_accuracy
+from .metrics.frequency import BANDS
+from .metrics.robustness import KNN_K, PROBE, DriftAccumulator, frequency_response, knn_accuracy, probe_accuracy
 from .store import LayerInfo, Store
 
 __all__ = ["robustness_dataset", "reference_condition"]

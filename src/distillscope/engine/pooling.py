@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import InputError
-from .store import LayerInfo
+from .._errors import InputError
+from ..store import LayerInfo
 
 __all__ = ["POOLINGS", "pooled_width", "pool", "resolve_pooling"]
 

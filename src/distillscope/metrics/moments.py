@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import InputError
+from .._errors import InputError
 
 __all__ = ["SecondMoments", "NonFiniteError"]
 
@@ -117,7 +117,7 @@ class SecondMoments:
         NonFiniteError
             If the chunk holds NaN or infinite values; the moments are left unchanged.
         """
-        from ._kernels import prepare_rows
+        from .._kernels import prepare_rows
 
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:
@@ -133,7 +133,7 @@ class SecondMoments:
         if m == 0:
             return self
         if rows.dtype == np.float16:  # numba has no float16
-            from ._scratch import widen_float16
+            from .._scratch import widen_float16
 
             rows = widen_float16(rows, "moments-float16")
         rows = np.ascontiguousarray(rows)
@@ -252,7 +252,7 @@ class SecondMoments:
     # -- internals --------------------------------------------------------------------------
     def _scratch(self, m: int) -> np.ndarray:
         if self._buffer.shape[0] < m:
-            from ._scratch import scratch
+            from .._scratch import scratch
 
             self._buffer = scratch("moments", (m, self.n_features), np.float64)
         return self._buffer[:m]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import InputError
+from .._errors import InputError
 from .moments import SecondMoments
 
 __all__ = [

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from ._errors import InputError
+from .._errors import InputError
 from .dimensionality import check_matrix
 from .moments import SecondMoments
 
@@ -568,7 +568,7 @@ def _knn_lists(unit: np.ndarray, k: int, tile: int) -> np.ndarray:
     ``tile x tile`` product serves the rows of both tiles (the lower one through its transpose),
     half the arithmetic of computing every row against every column.
     """
-    from ._kernels import topk_update
+    from .._kernels import topk_update
 
     n = unit.shape[0]
     idx = np.empty((n, k), np.int64)
@@ -602,7 +602,7 @@ def mutual_knn(x, y, *, k: int = 10, tile: int | None = None) -> tuple[float, fl
     (score, chance) with chance = ``k / (n - 1)``. Needs the unit-normalised samples in memory
     (``n * (d1 + d2)`` values) and ``n * k`` neighbour lists.
     """
-    from ._kernels import knn_overlap
+    from .._kernels import knn_overlap
 
     x, y = _check_pair(x, y)
     n = x.shape[0]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._errors import InputError
+from .._errors import InputError
 
 __all__ = [
     "BANDS",
@@ -145,8 +145,8 @@ class SpectrumAccumulator:
         call and reused: fresh multi-MiB arrays per block cost more in page faults than the
         products themselves.
         """
-        from ._kernels import jit_enabled, sum_squares
-        from ._scratch import cast_into
+        from .._kernels import jit_enabled, sum_squares
+        from .._scratch import cast_into
 
         m, c = maps.shape[:2]
         h, w = self.h, self.w
@@ -186,7 +186,7 @@ class SpectrumAccumulator:
     def _update_log(self, maps: np.ndarray, real) -> None:
         import scipy.fft
 
-        from ._kernels import fold_log_amplitude
+        from .._kernels import fold_log_amplitude
 
         m, c = maps.shape[:2]
         wr = self.w // 2 + 1

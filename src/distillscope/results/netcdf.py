@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._errors import InputError, OutputError
-from .store import check_output_path, refuse_special_file
+from .._errors import InputError, OutputError
+from ..outputs import check_output_path, publish, temporary_name
 
 __all__ = ["save_results", "load_results"]
 
@@ -57,47 +57,6 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
         raise OutputError(f"{path}: cannot write ({err.strerror or err}); choose another output "
                           "path") from None
     return publish(tmp, path, overwrite=overwrite, what="results file")
-
-
-def temporary_name(path: Path) -> Path:
-    """The hidden name an output is written under before ``publish`` renames it into place."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def publish(tmp: Path, path: Path, *, overwrite: bool, what: str) -> Path:
-    """Move the finished file ``tmp`` to ``path`` atomically, after an fsync; ``tmp`` is gone.
-
-    Without ``overwrite`` a file that appeared at ``path`` meanwhile is never replaced (a hard
-    link fails if the name exists; on file systems without links, a last check then a rename).
-    With it, only a regular file is replaced: a device, FIFO or socket at ``path`` is refused.
-    """
-    try:
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if overwrite:
-            refuse_special_file(path, what)
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path appeared meanwhile: never clobber
-            except FileExistsError:
-                raise OutputError(
-                    f"{path}: the {what} appeared while writing; pass overwrite=True "
-                    "(--overwrite) to replace it"
-                ) from None
-            except OSError:  # a file system without hard links
-                if path.exists():
-                    raise OutputError(f"{path}: the {what} appeared while writing; pass "
-                                      "overwrite=True (--overwrite) to replace it") from None
-                os.replace(tmp, path)
-    except OutputError:
-        raise
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write ({err.strerror or err}); choose another output "
-                          "path") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def load_results(path: str | os.PathLike[str]) -> xr.Dataset:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import DistillscopeError
-from ._version import __version__
+from .._errors import DistillscopeError
+from .._version import __version__
 
 EXIT_ERROR = 1
 
@@ -23,7 +23,7 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .store import validate_store
+    from ..store import validate_store
 
     with validate_store(args.store, deep=args.deep, allow_incomplete=args.allow_incomplete) as st:
         a = st.attrs
@@ -113,10 +113,10 @@ def _robustness_table(results) -> str:
 
 
 def _run_analysis(args: argparse.Namespace, store, output: Path):
-    from .analysis import analyze
-    from .conventions import get_convention
-    from .results import save_results
-    from .store import check_output_path
+    from ..analysis import analyze
+    from ..conventions import get_convention
+    from ..results import save_results
+    from ..outputs import check_output_path
 
     check_output_path(output, overwrite=args.overwrite, what="results file", inputs=[store])
     start = time.perf_counter()
@@ -143,8 +143,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import make_demo_store
-    from .store import check_output_path
+    from ..demo import make_demo_store
+    from ..outputs import check_output_path
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,14 +181,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _analyse_and_report(args: argparse.Namespace, store: Path, results: Path, report: Path) -> None:
-    from .report import write_report
+    from ..report import write_report
 
     dataset = _run_analysis(args, store, results)
     write_report(dataset, report, overwrite=args.overwrite)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .store import check_output_path
+    from ..outputs import check_output_path
 
     out = Path(args.out or f"distillscope-{Path(args.config).stem}")
     if not Path(args.config).is_file():
@@ -209,7 +209,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from ..report import write_report
 
     path = write_report(args.results, args.output, overwrite=args.overwrite, title=args.title)
     print(f"wrote {path}: open it in a browser (one self-contained file)")
@@ -222,8 +222,8 @@ def _config_options(p: argparse.ArgumentParser) -> None:
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
-    from .conventions import CONVENTIONS
-    from .pooling import POOLINGS
+    from ..conventions import CONVENTIONS
+    from ..engine.pooling import POOLINGS
 
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--convention", default="default", choices=list(CONVENTIONS),

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ._errors import InputError, OutputError
-from ._version import __version__
+from .._errors import InputError, OutputError
+from .._version import __version__
 
 __all__ = ["render_report", "write_report"]
 
@@ -45,7 +45,7 @@ def _png(draw) -> str:
 
 
 def _figures(results: xr.Dataset) -> tuple[list[tuple[str, str, str]], list[str]]:
-    from . import plot
+    from .. import plot
 
     wanted = [
         ("Eigen-spectrum", "covariance eigenvalues of the clean embeddings, over their sum",
@@ -90,7 +90,7 @@ def _cell(value, fmt: str = "{:.3f}") -> str:
 
 
 def _headline(results: xr.Dataset) -> str:
-    from .plot import _reference
+    from ..plot import _reference
 
     kinds = list(results["condition_kind"].values)
     clean = _reference(results, None)
@@ -143,11 +143,11 @@ def _headline(results: xr.Dataset) -> str:
 
 def _paper(results: xr.Dataset) -> str:
     """Measured numbers next to arXiv 2603.06698's, when analysed under its convention."""
-    from .conventions import ARXIV_2603_06698_PUBLISHED as paper
+    from ..conventions import ARXIV_2603_06698_PUBLISHED as paper
 
     if results.attrs.get("convention") != "arxiv_2603_06698" or "embedding" not in results.layer.values:
         return ""
-    from .plot import _reference
+    from ..plot import _reference
 
     kinds = list(results["condition_kind"].values)
     if "clean" not in kinds:
@@ -266,8 +266,9 @@ def write_report(results: xr.Dataset | str | os.PathLike[str], path: str | os.Pa
     Never over the results file it reads nor the store they came from, nor over anything but
     a regular file; an existing report only with ``overwrite``.
     """
-    from .results import load_results, publish, temporary_name
-    from .store import check_output_path
+    from ..outputs import publish, temporary_name
+    from ..results import load_results
+    from ..outputs import check_output_path
 
     path = Path(path)
     source = None if isinstance(results, xr.Dataset) else results

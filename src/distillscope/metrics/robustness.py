@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ._errors import InputError
+from .._errors import InputError
 from .alignment import _unit_rows
 
 __all__ = ["DriftAccumulator", "frequency_response", "knn_accuracy", "probe_accuracy",

@@ -1,0 +1,1 @@
+"""The analysis engine: a plan, one pass over the store, mergeable accumulators."""

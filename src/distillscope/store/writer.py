@@ -1,0 +1,300 @@
+"""Writing a feature store: ``StoreWriter`` (``docs/store-format.md``).
+
+A store is written to ``<name>.partial`` and renamed into place only after ``complete`` is set
+and the file is flushed and synced, so a store under its final name is always whole.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .._errors import InputError
+from .._version import __version__
+from ..outputs import check_output_path, refuse_special_file
+from .schema import (CHUNK_BYTES, FORMAT, FORMAT_VERSION, ROLES, WRITE_BYTES, attr_value,
+                     check_float_dtype, check_name, layer_kind)
+
+__all__ = ["StoreWriter", "LayerWriter"]
+
+# ----------------------------------------------------------------------------------- the writer
+class LayerWriter:
+    """Writes one layer's activations in blocks of samples (returned by ``StoreWriter.create_layer``)."""
+
+    def __init__(self, dataset: h5py.Dataset, where: str):
+        self._ds = dataset
+        self._where = where
+        self.rows_written = 0
+
+    @property
+    def n_samples(self) -> int:
+        return self._ds.shape[0]
+
+    def append(self, block) -> None:
+        """Write the next ``len(block)`` samples (any array-like, e.g. ``tensor.numpy()``)."""
+        block = np.asarray(block)
+        check_float_dtype(block.dtype, self._where)
+        if block.shape[1:] != self._ds.shape[1:]:
+            raise InputError(
+                f"{self._where}: a block must have per-sample shape {self._ds.shape[1:]}; "
+                f"got {block.shape[1:]}"
+            )
+        stop = self.rows_written + block.shape[0]
+        if stop > self.n_samples:
+            raise InputError(
+                f"{self._where}: {stop} samples written, but the store has {self.n_samples}"
+            )
+        self._ds[self.rows_written:stop] = block
+        self.rows_written = stop
+
+
+class StoreWriter:
+    """Create a feature store from arrays: for ``extract/`` and for features from any pipeline.
+
+    Parameters
+    ----------
+    path : path-like
+        The store to create. Written as ``<path>.partial`` and renamed into place by ``close``.
+    sample_ids : array_like of int, shape (n,)
+        Stable sample identities, unique; every layer written must follow this order.
+    labels : array_like of int, optional
+    splits : array_like of str, optional
+        For example "train" / "test" per sample.
+    config : str or mapping, optional
+        The producing configuration, kept as text (a mapping is stored as JSON).
+    producer : str
+        Name of the producing program.
+    overwrite : bool, default False
+        Replace an existing store at ``path`` (only once the new one is complete).
+    compression : str, optional
+        HDF5 filter, e.g. "gzip"; off by default (dense activations shrink 1.1-1.2x).
+    provenance : mapping, optional
+        Anything else worth keeping about how the features were made (package versions, data
+        digests, ...), stored as JSON text in the root attribute ``provenance``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "features.h5")
+    >>> with StoreWriter(path, sample_ids=np.arange(100)) as w:
+    ...     w.add_condition("clean")
+    ...     w.add_model("teacher", role="teacher", architecture="mine", n_params=0)
+    ...     w.write_layer("teacher", "clean", "embedding", np.ones((100, 8), np.float32))
+    >>> from distillscope import open_store
+    >>> open_store(path).layers("teacher", "clean")["embedding"].shape
+    (100, 8)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], sample_ids, *, labels=None, splits=None,
+                 config: str | Mapping[str, Any] | None = None, producer: str = "distillscope",
+                 overwrite: bool = False, compression: str | None = None,
+                 provenance: Mapping[str, Any] | None = None):
+        self.path = Path(path)
+        check_output_path(self.path, overwrite=overwrite, what="store")
+        ids = np.asarray(sample_ids)
+        if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu":
+            raise InputError(
+                f"sample_ids must be a non-empty 1-D integer array; got dtype {ids.dtype}, "
+                f"shape {ids.shape}"
+            )
+        unique, counts = np.unique(ids, return_counts=True)
+        if unique.size != ids.size:
+            raise InputError(
+                f"sample_ids must be unique; id {unique[counts > 1][0]} appears "
+                f"{counts[counts > 1][0]} times"
+            )
+        self.sample_ids = ids.astype(np.int64)
+        self.n_samples = ids.size
+        self._compression = compression
+        self._partial = self.path.with_name(self.path.name + ".partial")
+        self._layers: dict[str, LayerWriter] = {}
+        self._file = h5py.File(self._partial, "w", track_order=True)
+        try:
+            root = self._file.attrs
+            root["format"] = FORMAT
+            root["format_version"] = FORMAT_VERSION
+            root["complete"] = np.bool_(False)
+            root["producer"] = producer
+            root["producer_version"] = __version__
+            root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            root["config"] = (config if isinstance(config, str)
+                              else json.dumps(config or {}, sort_keys=True, default=str))
+            root["n_samples"] = self.n_samples
+            if provenance is not None:
+                root["provenance"] = json.dumps(provenance, sort_keys=True, default=str)
+            root["numpy_version"] = np.__version__
+            root["h5py_version"] = h5py.__version__
+            root["hdf5_version"] = h5py.version.hdf5_version
+            samples = self._file.create_group("samples", track_order=True)
+            samples.create_dataset("id", data=self.sample_ids)
+            if labels is not None:
+                labels = np.asarray(labels)
+                if labels.shape != (self.n_samples,) or labels.dtype.kind not in "iu":
+                    raise InputError(
+                        f"labels must be {self.n_samples} integers; got dtype {labels.dtype}, "
+                        f"shape {labels.shape}"
+                    )
+                samples.create_dataset("label", data=labels.astype(np.int64))
+            if splits is not None:
+                splits = np.asarray(splits, dtype=object)
+                if splits.shape != (self.n_samples,):
+                    raise InputError(f"splits must be {self.n_samples} strings; got shape {splits.shape}")
+                samples.create_dataset("split", data=splits.astype(str).astype(object),
+                                       dtype=h5py.string_dtype())
+            self._file.create_group("conditions", track_order=True)
+            self._file.create_group("models", track_order=True)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- structure --------------------------------------------------------------------------
+    def add_condition(self, name: str, kind: str = "clean", **params: Any) -> None:
+        """Declare an input condition (``kind`` e.g. "clean", "gaussian_noise"; parameters as attrs)."""
+        group = self._file["conditions"].create_group(check_name("condition", name),
+                                                      track_order=True)
+        group.attrs["kind"] = kind
+        for key, value in params.items():
+            group.attrs[key] = attr_value(value)
+
+    def add_model(self, name: str, *, role: str, architecture: str, n_params: int = -1,
+                  **attrs: Any) -> None:
+        """Declare a model. ``attrs`` may hold ``family`` and ``seed`` (seeds of one student)."""
+        if role not in ROLES:
+            raise InputError(f"model {name!r}: role must be 'teacher' or 'student'; got {role!r}")
+        if role == "teacher" and any(
+            g.attrs.get("role") == "teacher" for g in self._file["models"].values()
+        ):
+            raise InputError(f"model {name!r}: the store already has a teacher")
+        group = self._file["models"].create_group(check_name("model", name), track_order=True)
+        group.attrs["role"] = role
+        group.attrs["architecture"] = architecture
+        group.attrs["n_params"] = int(n_params)
+        for key, value in attrs.items():
+            group.attrs[key] = attr_value(value)
+
+    def create_layer(self, model: str, condition: str, layer: str, sample_shape: tuple[int, ...],
+                     *, dtype="float32", kind: str | None = None,
+                     grid: tuple[int, int] | None = None, num_prefix_tokens: int | None = None,
+                     **attrs: Any) -> LayerWriter:
+        """Create an empty layer dataset to be filled in sample order with ``append``."""
+        where = f"/models/{model}/{condition}/{check_name('layer', layer)}"
+        if model not in self._file["models"]:
+            raise InputError(f"{where}: add_model({model!r}, ...) first")
+        if condition not in self._file["conditions"]:
+            raise InputError(f"{where}: add_condition({condition!r}, ...) first")
+        dtype = np.dtype(dtype)
+        check_float_dtype(dtype, where)
+        sample_shape = tuple(int(s) for s in sample_shape)
+        if kind is None and grid is not None:
+            kind = "tokens"
+        kind = layer_kind(1 + len(sample_shape), kind, where)
+        if kind == "tokens":
+            if grid is None or num_prefix_tokens is None:
+                raise InputError(
+                    f"{where}: tokens need grid=(h, w) and num_prefix_tokens (CLS = 1, "
+                    "distillation token +1, registers +r); take them from the model"
+                )
+            grid = (int(grid[0]), int(grid[1]))
+            if int(num_prefix_tokens) + grid[0] * grid[1] != sample_shape[0]:
+                raise InputError(
+                    f"{where}: {sample_shape[0]} tokens != {num_prefix_tokens} prefix + "
+                    f"{grid[0]}x{grid[1]} grid; check grid and num_prefix_tokens"
+                )
+        row_bytes = dtype.itemsize * int(np.prod(sample_shape))
+        rows = max(1, min(self.n_samples, CHUNK_BYTES // max(row_bytes, 1)))
+        models = self._file["models"][model]
+        group = models[condition] if condition in models else models.create_group(
+            condition, track_order=True)
+        ds = group.create_dataset(
+            layer, shape=(self.n_samples, *sample_shape), dtype=dtype,
+            chunks=(rows, *sample_shape), fletcher32=True, compression=self._compression,
+        )
+        ds.attrs["kind"] = kind
+        if kind == "tokens":
+            ds.attrs["grid"] = np.asarray(grid, dtype=np.int64)
+            ds.attrs["num_prefix_tokens"] = int(num_prefix_tokens)
+        for key, value in attrs.items():
+            ds.attrs[key] = attr_value(value)
+        writer = LayerWriter(ds, f"{self._partial}:{where}")
+        self._layers[where] = writer
+        return writer
+
+    def write_layer(self, model: str, condition: str, layer: str, data, *,
+                    dtype=None, kind: str | None = None, grid: tuple[int, int] | None = None,
+                    num_prefix_tokens: int | None = None, sample_ids=None, **attrs: Any) -> None:
+        """Write a whole layer from an array, a ``.npy`` path, or anything ``np.asarray`` takes.
+
+        ``.npy`` files are memory-mapped and written in blocks. When ``sample_ids`` is given it
+        must equal the store's order; the first mismatch is named otherwise.
+        """
+        where = f"/models/{model}/{condition}/{layer}"
+        if isinstance(data, (str, os.PathLike)):
+            data = np.load(data, mmap_mode="r", allow_pickle=False)
+        data = np.asarray(data) if not isinstance(data, np.ndarray) else data
+        if data.ndim < 2 or data.shape[0] != self.n_samples:
+            raise InputError(
+                f"{where}: expected {self.n_samples} samples along axis 0; got shape {data.shape}"
+            )
+        if sample_ids is not None:
+            ids = np.asarray(sample_ids)
+            if ids.shape != self.sample_ids.shape or not np.array_equal(ids, self.sample_ids):
+                if ids.shape != self.sample_ids.shape:
+                    raise InputError(
+                        f"{where}: {ids.size} sample ids given, the store has {self.n_samples}"
+                    )
+                i = int(np.flatnonzero(ids != self.sample_ids)[0])
+                raise InputError(
+                    f"{where}: sample ids differ from the store's order, first at position {i} "
+                    f"(got id {ids[i]}, store has {self.sample_ids[i]}); reorder the features"
+                )
+        writer = self.create_layer(model, condition, layer, data.shape[1:],
+                                   dtype=data.dtype if dtype is None else dtype, kind=kind,
+                                   grid=grid, num_prefix_tokens=num_prefix_tokens, **attrs)
+        step = max(1, WRITE_BYTES // max(data[:1].nbytes, 1))
+        for start in range(0, self.n_samples, step):
+            writer.append(data[start:start + step])
+
+    # -- finishing ---------------------------------------------------------------------------
+    def close(self) -> Path:
+        """Check every layer is full, mark the store complete, sync it and move it into place."""
+        for where, writer in self._layers.items():
+            if writer.rows_written != writer.n_samples:
+                raise InputError(
+                    f"{where}: only {writer.rows_written} of {writer.n_samples} samples written"
+                )
+        self._file.attrs["complete"] = np.bool_(True)
+        self._file.flush()
+        self._file.close()
+        with open(self._partial, "rb+") as fh:
+            os.fsync(fh.fileno())
+        refuse_special_file(self.path, "store")
+        os.replace(self._partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file; nothing at ``path`` is touched."""
+        try:
+            self._file.close()
+        finally:
+            self._partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self.abort()
+
