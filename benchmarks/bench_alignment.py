@@ -29,6 +29,7 @@ import numpy as np
 
 import distillscope as ds
 from distillscope.metrics import alignment as al
+from distillscope.metrics import neighbours as nb
 from _common import arguments, best_time, peak_memory as _peak
 
 D = 768
@@ -79,7 +80,7 @@ def cka_stream(path: Path) -> float:
     with ds.open_store(path) as st:
         t = st.layers("teacher", "clean")["embedding"]
         s = st.layers("student", "clean")["embedding"]
-        m = al.PairMoments(t.shape[1], s.shape[1])
+        m = ds.PairMoments(t.shape[1], s.shape[1])
         for (_, x), (_, y) in zip(st.iter_chunks(t), st.iter_chunks(s)):
             m.update(x, y)
         al.linear_cka(m, debiased=True)
@@ -103,7 +104,7 @@ def knn_floor(xy) -> None:
 
 def knn_ours(xy) -> float:
     x, y = (z.astype(np.float32) for z in xy)
-    return al.mutual_knn(x, y, k=10)[0]
+    return nb.mutual_knn(x, y, k=10)[0]
 
 
 def knn_argpartition(xy, k: int = 10) -> float:

@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg
 
 from distillscope.metrics import alignment as al
+from distillscope.metrics import neighbours as nb
 import distillscope as ds
 
 import reference_alignment as ref
@@ -76,10 +77,10 @@ def test_angles_procrustes_and_variance_captured_match_references():
 @pytest.mark.parametrize("tile", [None, 1, 7, 64, 149])
 def test_mutual_knn_matches_full_sort(tile):
     x, y = _data(150, 6, 5, seed=5)
-    score, chance = al.mutual_knn(x, y, k=7, tile=tile)
+    score, chance = nb.mutual_knn(x, y, k=7, tile=tile)
     assert score == pytest.approx(ref.mutual_knn(x, y, 7), abs=1e-12)
     assert chance == 7 / 149
-    same, _ = al.mutual_knn(x, x * 3.0, k=7)
+    same, _ = nb.mutual_knn(x, x * 3.0, k=7)
     assert same == 1.0
 
 
@@ -87,18 +88,18 @@ def test_infonce_and_uniformity_match_loops():
     x, y = _data(150, 6, 5, seed=6)
     y6 = np.concatenate([y, np.ones((150, 1))], axis=1)
     for reduction in ("sample", "batch"):
-        loss, bound = al.infonce(y6, x, tau=0.1, batch_size=64, reduction=reduction)
+        loss, bound = nb.infonce(y6, x, tau=0.1, batch_size=64, reduction=reduction)
         assert loss == pytest.approx(ref.infonce(y6, x, 0.1, 64, reduction), rel=1e-10)
-    loss, bound = al.infonce(y6, x, tau=0.1, batch_size=64, reduction="batch")
+    loss, bound = nb.infonce(y6, x, tau=0.1, batch_size=64, reduction="batch")
     sizes = [64, 64, 22]
     per_batch = [ref.infonce(y6[i * 64:i * 64 + s], x[i * 64:i * 64 + s], 0.1, 64, "batch")
                  for i, s in enumerate(sizes)]
     assert bound == pytest.approx(np.mean([math.log(s) - v for s, v in zip(sizes, per_batch)]), rel=1e-10)
     assert bound <= math.log(64)
-    assert al.uniformity(x) == pytest.approx(ref.uniformity(x), rel=1e-10)
-    assert al.uniformity(x, include_diagonal=True) == pytest.approx(
+    assert nb.uniformity(x) == pytest.approx(ref.uniformity(x), rel=1e-10)
+    assert nb.uniformity(x, include_diagonal=True) == pytest.approx(
         ref.uniformity(x, include_diagonal=True), rel=1e-10)
-    batch = al.uniformity(x, batch_size=64, include_diagonal=True)
+    batch = nb.uniformity(x, batch_size=64, include_diagonal=True)
     expected = np.mean([ref.uniformity(x[s:s + 64], include_diagonal=True) for s in (0, 64, 128)])
     assert batch == pytest.approx(expected, rel=1e-10)
 
@@ -106,7 +107,7 @@ def test_infonce_and_uniformity_match_loops():
 def test_ridge_retention_matches_explicit_cv():
     x, y = _data(240, 8, 6, seed=7)
     folds = [np.arange(i * 60, (i + 1) * 60) for i in range(4)]
-    moments = [al.PairMoments(8, 6).update(x[f], y[f]) for f in folds]
+    moments = [ds.PairMoments(8, 6).update(x[f], y[f]) for f in folds]
     r2, spectrum = al.ridge_retention(moments, ridge=1e-2)
     r2_ref, spectrum_ref = ref.ridge_cv(x, y, folds, 1e-2)
     assert r2 == pytest.approx(r2_ref, rel=1e-9)
@@ -127,7 +128,7 @@ METRICS = {
     "pwcca": al.pwcca,
     "principal_angles": lambda x, y: al.principal_angles(x, y, k=3).sum(),
     "procrustes_angular": al.procrustes_angular,
-    "mutual_knn": lambda x, y: al.mutual_knn(x - x.mean(0), y - y.mean(0), k=5)[0],
+    "mutual_knn": lambda x, y: nb.mutual_knn(x - x.mean(0), y - y.mean(0), k=5)[0],
 }
 
 
@@ -166,23 +167,32 @@ def test_cka_not_invariant_to_invertible_maps_but_cca_is():
 @pytest.mark.parametrize("n, d1, d2", [(300, 10, 6), (12, 10, 6)])
 def test_streaming_cka_equals_in_memory(chunk, n, d1, d2):
     x, y = _data(n, d1, d2, seed=12)
-    m = al.PairMoments(d1, d2)
+    m = ds.PairMoments(d1, d2)
     for start in range(0, n, chunk):
         m.update(x[start:start + chunk], y[start:start + chunk])
     assert al.linear_cka(m) == pytest.approx(ref.linear_cka(ref.centre(x), ref.centre(y)), rel=1e-10)
     assert al.linear_cka(m, debiased=True) == pytest.approx(ref.linear_cka_debiased(x, y), rel=1e-9)
 
 
-def test_merging_with_a_shared_shift():
+def test_merging_with_a_shared_shift_or_not():
     x, y = _data(200, 5, 4, seed=13)
     shift = (x[:10].mean(0), y[:10].mean(0))
-    parts = [al.PairMoments(5, 4, shift=shift).update(x[i::3], y[i::3]) for i in range(3)]
-    total = al.PairMoments(5, 4, shift=shift)
+    parts = [ds.PairMoments(5, 4, shift=shift).update(x[i::3], y[i::3]) for i in range(3)]
+    total = ds.PairMoments(5, 4, shift=shift)
     for p in parts:
         total.merge(p)
     assert al.linear_cka(total, debiased=True) == pytest.approx(ref.linear_cka_debiased(x, y), rel=1e-9)
-    with pytest.raises(ds.InputError, match="same shift"):
-        al.PairMoments(5, 4).update(x[:5], y[:5]).merge(parts[0])
+    # each part choosing its own shift: merging re-expresses their sums, exactly
+    own = [ds.PairMoments(5, 4).update(x[i::3] + 40 * i, y[i::3] - 9 * i) for i in range(3)]
+    far = np.concatenate([x[i::3] + 40 * i for i in range(3)])
+    near = np.concatenate([y[i::3] - 9 * i for i in range(3)])
+    merged = ds.PairMoments(5, 4)
+    for p in own[::-1]:
+        merged.merge(p)
+    assert al.linear_cka(merged, debiased=True) == pytest.approx(
+        ref.linear_cka_debiased(far, near), rel=1e-9)
+    assert al.linear_cka(merged) == pytest.approx(
+        ref.linear_cka(ref.centre(far), ref.centre(near)), rel=1e-10)
 
 
 # ------------------------------------------------------------------------------------ guards
@@ -202,7 +212,7 @@ def test_guards():
     with pytest.raises(ds.InputError, match="subsample"):
         al.rbf_cka(x, y, max_samples=50)
     with pytest.raises(ds.InputError, match="k must lie"):
-        al.mutual_knn(x, y, k=100)
+        nb.mutual_knn(x, y, k=100)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         al.linear_cka(x, y, debiased=True)  # the debiased estimator does not warn

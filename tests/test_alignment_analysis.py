@@ -71,8 +71,9 @@ def test_streamed_alignment_equals_array_layer(pair_store):
     assert float(_get(r, "infonce_loss")) == pytest.approx(ref.infonce(y, x, 0.1, 64, "sample"), rel=1e-10)
     assert np.isnan(_get(r, "infonce_loss", student_layer="conv"))  # different spaces
     assert np.isnan(_get(r, "variance_captured", student_layer="conv")).all()
+    # all pairs from the shared similarity pass: float32 cosines of float32 features
     assert float(r["uniformity"].sel(model="teacher", condition="clean", layer="embedding")) == \
-        pytest.approx(ref.uniformity(x), rel=1e-10)
+        pytest.approx(ref.uniformity(x), rel=1e-6)
 
 
 def test_paper_convention_reduces_per_batch(pair_store):

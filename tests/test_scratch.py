@@ -1,58 +1,70 @@
-"""The scratch pool: reuse only what nobody holds, never hand out a live array twice."""
+"""The scratch pool: arrays lent and given back explicitly; a lent array is never lent twice."""
 
 import numpy as np
+import pytest
 
-from distillscope._scratch import MAX_BYTES, release, scratch
+from distillscope._scratch import ScratchPool
 
 
 def _address(array):
     return array.__array_interface__["data"][0]
 
 
-def test_a_released_array_is_reused_and_a_held_one_never_is():
-    a = scratch("test-pool", (100, 8), np.float64)
-    b = scratch("test-pool", (50, 8), np.float64)  # `a` is alive: a different array
+def test_a_given_back_array_is_reused_and_a_lent_one_never_is():
+    pool = ScratchPool()
+    a = pool.take((100, 8), np.float64)
+    b = pool.take((50, 8), np.float64)  # `a` is lent: a different array
     assert not np.shares_memory(a, b)
     a[:] = 1.0
     b[:] = 2.0
     assert (a == 1.0).all()
-    kept = _address(b)  # the pool now keeps b's array
-    del a, b
-    c = scratch("test-pool", (10, 8), np.float64)
-    assert _address(c) == kept  # free again: reused
+    kept = _address(b)
+    pool.give(b)
+    c = pool.take((10, 8), np.float64)
+    assert _address(c) == kept  # given back: reused
     assert c.shape == (10, 8) and c.flags.c_contiguous and c.dtype == np.float64
-    view = c[3:5]
-    del c
-    d = scratch("test-pool", (10, 8), np.float64)  # a view of `c` is still held
-    assert _address(d) != kept and not np.shares_memory(view, d)
-    del view, d
-    e = scratch("test-pool", (100, 8), np.float64)  # larger than the kept array: a new one
-    assert e.size == 800 and e.flags.c_contiguous
-    del e
-    release()  # forgotten: the next request allocates
-    f = scratch("test-pool", (100, 8), np.float64)
-    assert f.flags.c_contiguous and f.base is not None
+    d = pool.take((10, 8), np.float64)  # `c` is still lent
+    assert not np.shares_memory(c, d) and not np.shares_memory(a, d)
+    pool.give(c)
+    e = pool.take((100, 8), np.float64)  # larger than the kept array: a new one
+    assert e.size == 800 and e.flags.c_contiguous and _address(e) != kept
+    for array in (a, d, e):
+        pool.give(array)
+    pool.release()  # forgotten: the next request allocates
+    assert pool.kept_bytes == 0
 
 
-def test_purposes_and_dtypes_do_not_share_and_large_arrays_are_not_kept():
-    a = scratch("test-one", (4,), np.float32)
-    del a
-    b = scratch("test-two", (4,), np.float32)
-    c = scratch("test-one", (4,), np.float64)
-    assert b.dtype == np.float32 and c.dtype == np.float64
-    big = scratch("test-big", (MAX_BYTES // 8 + 1,), np.float64)
-    assert big.base is None  # allocated plainly, never pooled
+def test_dtypes_do_not_share_large_arrays_are_not_kept_and_strangers_are_refused():
+    pool = ScratchPool(max_bytes=1024, keep_bytes=4096)
+    a = pool.take((4,), np.float32)
+    pool.give(a)
+    b = pool.take((4,), np.float64)
+    assert b.dtype == np.float64 and not np.shares_memory(a, b)
+    big = pool.take((1024,), np.float64)  # 8 KiB > max_bytes: never kept
+    pool.give(big)
+    assert pool.kept_bytes == a.nbytes
+    with pytest.raises(ValueError, match="not lent"):
+        pool.give(np.empty(3))
+    with pytest.raises(ValueError, match="not lent"):
+        pool.give(a)  # already given back
 
 
-def test_streams_of_two_layers_do_not_clobber_each_other(tmp_path):
-    """Two SecondMoments alive together keep their own last blocks."""
+def test_the_pool_keeps_at_most_keep_bytes():
+    pool = ScratchPool(keep_bytes=1000)
+    arrays = [pool.take((100,), np.float64) for _ in range(3)]  # 800 bytes each
+    for array in arrays:
+        pool.give(array)
+    assert pool.kept_bytes == 800
+
+
+def test_two_moments_alive_together_keep_their_own_state():
     import distillscope as ds
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
     a, b = ds.SecondMoments(3).update(x), ds.SecondMoments(3).update(y)
-    np.testing.assert_allclose(a.last_block + a._shift, x)
-    np.testing.assert_allclose(b.last_block + b._shift, y)
+    np.testing.assert_allclose(a.covariance(), np.cov(x, rowvar=False), rtol=1e-12)
+    np.testing.assert_allclose(b.covariance(), np.cov(y, rowvar=False), rtol=1e-12)
 
 
 def test_widening_float16_is_exact_for_every_bit_pattern():

@@ -19,6 +19,14 @@ import os
 # ``pretrained = true`` is served from the local Hugging Face cache (set before timm loads).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from .run import extract, plan_extraction  # noqa: E402
-
 __all__ = ["extract", "plan_extraction"]
+
+
+def __getattr__(name: str):
+    """``extract`` and ``plan_extraction`` import torch when first used, not with the package:
+    the ``distillscope`` command loads ``distillscope_extract.cli`` for every command."""
+    if name in __all__:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(name)

@@ -7,8 +7,9 @@ the project grows), computed by streaming an HDF5 feature store, returned as xar
 
 from ._errors import DistillscopeError, InputError, OutputError, StoreError
 from ._version import __version__
-from .analysis import analyze
 from .conventions import CONVENTIONS, Convention, get_convention
+from .engine.analyze import AnalysisNote, analyze
+from .engine.options import AnalysisOptions
 from .metrics.dimensionality import (
     ESTIMATORS,
     erank_singular,
@@ -23,6 +24,7 @@ from .metrics.dimensionality import (
 )
 from .labelled import ALIGNMENT_SCORES, alignment_score, effective_rank, eigenspectrum
 from .metrics.moments import SecondMoments
+from .metrics.pairs import PairMoments
 from .results import load_results, save_results
 from .store import Store, StoreWriter, open_store, validate_store
 
@@ -35,6 +37,8 @@ __all__ = [
     "validate_store",
     # analysis and results
     "analyze",
+    "AnalysisOptions",
+    "AnalysisNote",
     "save_results",
     "load_results",
     # dimensionality
@@ -43,6 +47,7 @@ __all__ = [
     "Convention",
     "get_convention",
     "SecondMoments",
+    "PairMoments",
     "eigenspectrum",
     "effective_rank",
     "erank_variance",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["jit_enabled", "prepare_rows", "topk_update", "knn_overlap", "fold_log_amplitude", "sum_squares",
+__all__ = ["jit_enabled", "prepare_rows", "topk_tile", "topk_masked", "knn_overlap", "fold_log_amplitude", "sum_squares",
            "fletcher32", "widen_half"]
 
 _TINY_NORM = 1e-12
@@ -58,8 +58,8 @@ def prepare_rows(src, shift, l2_normalize, out, colsum, colcheck):  # pragma: no
         if l2_normalize:
             sumsq = 0.0
             for j in range(d):
-                v = float(src[i, j])  # Python float under NUMBA_DISABLE_JIT: no warnings
-                sumsq += v * v
+                w = np.float64(src[i, j])  # float() of a float32 stays float32 in numba
+                sumsq += w * w
             norm = np.sqrt(sumsq)
             if norm == 0.0:
                 zero += 1
@@ -78,55 +78,120 @@ def prepare_rows(src, shift, l2_normalize, out, colsum, colcheck):  # pragma: no
     return has_bad, zero
 
 
-_TOPK_SKIP = 32  # columns tested at once against the current k-th best
+_TOPK_SKIP = 32  # candidates tested at once against a list's current k-th best
 
 
 @njit(cache=True, nogil=True)
-def topk_update(sims, row_offset, col_offset, idx, val, filled):  # pragma: no cover - jitted
+def _insert(lists_idx, lists_val, filled, owner, candidate, v):  # pragma: no cover - jitted
+    """Insert ``candidate`` with similarity ``v`` into the descending list of ``owner``."""
+    k = lists_idx.shape[1]
+    full = filled[owner]
+    pos = full if full < k else k - 1
+    while pos > 0 and v > lists_val[owner, pos - 1]:
+        lists_val[owner, pos] = lists_val[owner, pos - 1]
+        lists_idx[owner, pos] = lists_idx[owner, pos - 1]
+        pos -= 1
+    lists_val[owner, pos] = v
+    lists_idx[owner, pos] = candidate
+    if full < k:
+        filled[owner] = full + 1
+
+
+@njit(cache=True, nogil=True)
+def topk_tile(sims, row0, col0, idx, val, filled, threshold, columns):  # pragma: no cover - jitted
     """Fold one tile of a similarity matrix into running top-k lists, self excluded.
 
-    ``sims`` (m, c) holds similarities of rows ``row_offset ..`` against columns
-    ``col_offset ..``; ``idx`` and ``val`` (n, k) are the running lists of every row (descending
-    value; ties to the lower index as long as tiles arrive in increasing column order), and
-    ``filled`` (n,) how much of each list is used. Once a list is full, runs of 32 columns are
-    first counted against its k-th best in a loop the compiler vectorises, and skipped whole
-    when none beats it.
+    ``sims`` (m, c) holds similarities of rows ``row0 ..`` against columns ``col0 ..``;
+    ``idx`` and ``val`` (n, k) are the running lists (descending value) and ``filled`` (n,) how
+    much of each is used. The rows' lists get the columns as candidates; with ``columns`` (a
+    tile above the diagonal of a symmetric matrix) the columns' lists also get the rows, read
+    from the same tile row by row, so the lower tile is never formed. A candidate enters only
+    if strictly better than the k-th best, so ties go to the earlier candidate: the lower index
+    when candidates arrive in increasing order (tiles visited row-block by row-block, columns
+    ascending). Once lists are full, runs of 32 candidates are first counted against the
+    thresholds in a loop the compiler vectorises, and skipped whole when none beats them.
+    ``threshold`` (c,) is scratch.
     """
     m, c_total = sims.shape
     k = idx.shape[1]
     for r in range(m):
-        row = row_offset + r
-        full = filled[row]
+        row = row0 + r
         c = 0
         while c < c_total:
-            if full == k and c + _TOPK_SKIP <= c_total:
-                threshold = val[row, k - 1]
+            end = c + 1
+            if filled[row] == k and c + _TOPK_SKIP <= c_total:
+                bar = val[row, k - 1]
                 hits = 0
                 for j in range(c, c + _TOPK_SKIP):
-                    hits += sims[r, j] > threshold
+                    hits += sims[r, j] > bar
                 if hits == 0:
                     c += _TOPK_SKIP
                     continue
                 end = c + _TOPK_SKIP
-            else:
-                end = c + 1
             for col in range(c, end):
-                if col_offset + col == row:
+                if col0 + col == row:
                     continue
                 v = sims[r, col]
-                if full == k and not v > val[row, k - 1]:
+                if filled[row] == k and not v > val[row, k - 1]:
                     continue
-                pos = full if full < k else k - 1
-                while pos > 0 and v > val[row, pos - 1]:
-                    val[row, pos] = val[row, pos - 1]
-                    idx[row, pos] = idx[row, pos - 1]
-                    pos -= 1
-                val[row, pos] = v
-                idx[row, pos] = col_offset + col
-                if full < k:
-                    full += 1
+                _insert(idx, val, filled, row, col0 + col, v)
             c = end
-        filled[row] = full
+    if not columns:
+        return
+    for j in range(c_total):
+        col = col0 + j
+        threshold[j] = val[col, k - 1] if filled[col] == k else -np.inf
+    for r in range(m):
+        row = row0 + r
+        c = 0
+        while c < c_total:
+            end = min(c + _TOPK_SKIP, c_total)
+            hits = 0
+            for j in range(c, end):
+                hits += sims[r, j] > threshold[j]
+            if hits:
+                for j in range(c, end):
+                    v = sims[r, j]
+                    if v > threshold[j] and col0 + j != row:
+                        col = col0 + j
+                        _insert(idx, val, filled, col, row, v)
+                        if filled[col] == k:
+                            threshold[j] = val[col, k - 1]
+            c = end
+
+
+@njit(cache=True, nogil=True)
+def topk_masked(sims, row0, col0, role, idx, val, filled, columns):  # pragma: no cover - jitted
+    """``topk_tile`` for two disjoint subsets: sample ``i`` owns list ``role[i]`` when
+    ``role[i] >= 0``, is a candidate when ``role[i] == -1``, and neither otherwise (so never its
+    own neighbour). Rows of the tile are owners against its columns; with ``columns`` the
+    columns too, against its rows (a tile above the diagonal of a symmetric matrix)."""
+    m, c_total = sims.shape
+    k = idx.shape[1]
+    for r in range(m):
+        owner = role[row0 + r]
+        if owner < 0:
+            continue
+        for c in range(c_total):
+            if role[col0 + c] != -1:
+                continue
+            v = sims[r, c]
+            if filled[owner] == k and not v > val[owner, k - 1]:
+                continue
+            _insert(idx, val, filled, owner, col0 + c, v)
+    if not columns:
+        return
+    for r in range(m):
+        if role[row0 + r] != -1:
+            continue
+        for c in range(c_total):
+            owner = role[col0 + c]
+            if owner < 0:
+                continue
+            v = sims[r, c]
+            if filled[owner] == k and not v > val[owner, k - 1]:
+                continue
+            _insert(idx, val, filled, owner, row0 + r, v)
 
 
 @njit(cache=True, nogil=True)
@@ -160,8 +225,9 @@ def fold_log_amplitude(half, w, log_sum):  # pragma: no cover - jitted
             y_mirror = (h - y) % h
             for kx in range(wr):
                 v = half[i, y, kx]
-                p = float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
-                if p - p != 0.0:  # NaN or infinity in the input spreads to its whole spectrum
+                re, im = np.float64(v.real), np.float64(v.imag)  # float32 parts: widen first
+                p = re * re + im * im
+                if not p < np.inf:  # NaN or infinity in the input spreads to its whole spectrum
                     bad += 1
                     continue
                 a = np.log(np.sqrt(p) + 1e-6)
@@ -224,7 +290,7 @@ def sum_squares(p, out):  # pragma: no cover - jitted
     for r in range(n_r):
         for m in range(n_m):
             for q in range(n_q):
-                v = float(p[r, m, q])
+                v = np.float64(p[r, m, q])  # float() of a float32 stays float32 in numba
                 out[r, q] += v * v
 
 

@@ -1,75 +1,102 @@
-"""Reusable scratch arrays for the streaming loops.
+"""Reusable scratch arrays for the streaming loops, lent and given back explicitly.
 
-Every layer of a store is streamed through the same few large temporaries: the block read from
-the file and its float64 copy. Allocated fresh for each layer, a multi-MiB array costs its first
-touch, because the kernel zeroes every page on the first write (about 0.07 ms per MiB on the
-project's machine): at 10k x 512 samples that is a tenth of a whole eigen-spectrum
-(``docs/performance.md``). ``scratch`` hands back the array of an earlier caller instead, once
-nothing refers to it any more.
-
-An array is reused only when the pool holds the last reference to it: any view a caller keeps
-(``SecondMoments.last_block``, a block yielded by ``Store.iter_chunks``) refers to it and keeps
-it out of reach, so a live array is never handed out twice. One array per (purpose, dtype) is
-kept between calls, at most ``MAX_BYTES`` each (in practice one block of a stream: at most
-128 MiB as float64, less in the stored dtype); that memory stays allocated until ``release()``
-or the end of the process.
+The engine streams every dataset through a few large temporaries per block: the block read from
+the file, its float32 widening, its float64 preparation. Allocated fresh each time, a multi-MiB
+array costs its first touch, because the kernel zeroes every page on the first write (about
+0.07 ms per MiB on the project's machine): at 10k x 512 samples that is a tenth of a whole
+eigen-spectrum (``docs/performance.md``). The pool lends an array (``take``) and gets it back
+(``give``) from whoever took it; an array is lent to one borrower at a time, by construction,
+with no reliance on reference counts. Free arrays are kept between runs, at most ``MAX_BYTES``
+each and ``KEEP_BYTES`` in all, until ``release()``.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import numpy as np
 
-__all__ = ["scratch", "release", "widen_float16", "cast_into", "MAX_BYTES"]
+__all__ = ["ScratchPool", "POOL", "release", "widen_float16", "cast_into", "MAX_BYTES"]
 
 #: arrays larger than this are never kept
 MAX_BYTES = 256 << 20
-
-_lock = threading.Lock()
-_pool: dict[tuple[str, np.dtype], np.ndarray] = {}
-# references to a pooled array that is free: the pool's, the local name, getrefcount's argument
-_FREE_REFS = 3
+#: free arrays kept in all
+KEEP_BYTES = 1 << 30
 
 
-def scratch(purpose: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An uninitialised C-contiguous array of ``shape`` and ``dtype``, reused when possible.
+class ScratchPool:
+    """Lends uninitialised C-contiguous arrays and keeps those given back for the next borrower.
 
-    Parameters
-    ----------
-    purpose : str
-        Which loop asks (arrays of different purposes never replace each other in the pool).
-    shape, dtype
-        As for ``np.empty``.
+    Examples
+    --------
+    >>> pool = ScratchPool()
+    >>> a = pool.take((4, 3), np.float64)
+    >>> pool.give(a)
+    >>> b = pool.take((2, 6), np.float64)  # the same memory, reshaped
+    >>> bool(np.shares_memory(a, b))
+    True
     """
-    dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64))
-    if size * dtype.itemsize > MAX_BYTES or not hasattr(sys, "getrefcount"):
-        return np.empty(shape, dtype=dtype)
-    key = (purpose, dtype)
-    with _lock:
-        base = _pool.get(key)
-        if base is None or base.size < size or sys.getrefcount(base) != _FREE_REFS:
-            base = np.empty(size, dtype=dtype)
-            _pool[key] = base  # an array still in use stays with its users and dies with them
-        return base[:size].reshape(shape)
+
+    def __init__(self, max_bytes: int = MAX_BYTES, keep_bytes: int = KEEP_BYTES):
+        self.max_bytes = max_bytes
+        self.keep_bytes = keep_bytes
+        self._lock = threading.Lock()
+        self._free: list[np.ndarray] = []  # 1-D base arrays nobody holds
+        self._lent: dict[int, np.ndarray] = {}  # id(view) -> its base
+
+    def take(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An array of ``shape`` and ``dtype``, uninitialised; give it back with ``give``."""
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape, dtype=np.int64))
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if b.dtype == dtype and b.size >= size]
+            base = self._free.pop(min(fits, key=lambda i: self._free[i].size)) if fits else None
+        if base is None:
+            base = np.empty(max(size, 1), dtype=dtype)
+        view = base[:size].reshape(shape)
+        with self._lock:
+            self._lent[id(view)] = base
+        return view
+
+    def give(self, array: np.ndarray) -> None:
+        """Take back an array lent by ``take`` (the caller must not use it afterwards)."""
+        with self._lock:
+            base = self._lent.pop(id(array), None)
+            if base is None:
+                raise ValueError("ScratchPool.give: this array was not lent by this pool")
+            if base.nbytes <= self.max_bytes:
+                self._free.append(base)
+                self._free.sort(key=lambda b: b.nbytes)
+                while sum(b.nbytes for b in self._free) > self.keep_bytes:
+                    self._free.pop()  # drop the largest
+
+    def release(self) -> None:
+        """Forget the free arrays (lent ones stay with their borrowers)."""
+        with self._lock:
+            self._free.clear()
+
+    @property
+    def kept_bytes(self) -> int:
+        """Memory held by free arrays."""
+        with self._lock:
+            return sum(b.nbytes for b in self._free)
+
+
+#: the process's pool, shared by the store reader, the engine and the frequency accumulator
+POOL = ScratchPool()
 
 
 def release() -> None:
-    """Forget the kept arrays; their memory returns once no caller refers to them."""
-    with _lock:
-        _pool.clear()
+    """Forget the kept arrays of the process's pool."""
+    POOL.release()
 
 
-def widen_float16(block: np.ndarray, purpose: str = "widen") -> np.ndarray:
-    """``block`` as float32 if it is float16 (exactly, by ``_kernels.widen_half``), else itself.
-
-    The float32 copy is a scratch array of ``purpose``: valid while the caller holds it.
-    """
+def widen_float16(block: np.ndarray) -> np.ndarray:
+    """``block`` as a new float32 array if it is float16 (exactly, by ``_kernels.widen_half``),
+    else ``block`` itself."""
     if block.dtype != np.float16:
         return block
-    out = scratch(purpose, block.shape, np.float32)
+    out = np.empty(block.shape, np.float32)
     cast_into(block, out)
     return out
 

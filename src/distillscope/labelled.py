@@ -13,8 +13,9 @@ from collections.abc import Hashable
 import numpy as np
 import xarray as xr
 
-from .metrics import dimensionality as _array
 from ._errors import InputError
+from .metrics import dimensionality as _array
+from .metrics.registry import TEACHER_STUDENT, metrics
 
 __all__ = ["effective_rank", "eigenspectrum", "alignment_score", "ALIGNMENT_SCORES"]
 
@@ -57,7 +58,7 @@ def effective_rank(data, estimator: str = "erank_variance", *, sample_dim: Hasha
     if not isinstance(data, xr.DataArray):
         return _array.effective_rank(data, estimator, center=center, l2_normalize=l2_normalize,
                                      eps=eps)
-    spec = _array._estimator(estimator)
+    spec = _array.get_estimator(estimator)
     core = _core_dims(data, sample_dim, feature_dim)
     out = xr.apply_ufunc(
         _array.effective_rank, data, input_core_dims=[core], vectorize=True,
@@ -101,28 +102,35 @@ def eigenspectrum(data, *, sample_dim: Hashable | None = None, feature_dim: Hash
     return out
 
 
-def _score_functions() -> dict:
-    from .metrics import alignment as al
-
-    return {
-        "linear_cka": lambda x, y, **kw: al.linear_cka(x, y),
-        "linear_cka_debiased": lambda x, y, **kw: al.linear_cka(x, y, debiased=True),
-        "rbf_cka": lambda x, y, **kw: al.rbf_cka(x, y, **kw),
-        "cca_mean": lambda x, y, **kw: float(al.cca(x, y).mean()),
-        "cca_r2": lambda x, y, **kw: float((al.cca(x, y) ** 2).mean()),
-        "svcca": lambda x, y, **kw: al.svcca(x, y, **kw),
-        "pwcca": lambda x, y, **kw: al.pwcca(x, y),
-        "procrustes_angular": lambda x, y, **kw: al.procrustes_angular(x, y, **kw),
-        "mutual_knn": lambda x, y, **kw: al.mutual_knn(x, y, **kw)[0],
-        "infonce_loss": lambda x, y, **kw: al.infonce(y, x, **kw)[0],
-        "infonce_mi_bound": lambda x, y, **kw: al.infonce(y, x, **kw)[1],
-    }
+def _scores() -> dict:
+    """The registered teacher-student metrics computable from two arrays, by name."""
+    return {name: m for name, m in metrics().items()
+            if m.takes == TEACHER_STUDENT and m.statistic in ("pair", "samples", "folds")
+            and not m.dims and isinstance(m.fill, float)}
 
 
-#: scalar alignment scores accepted by ``alignment_score``
-ALIGNMENT_SCORES = ("linear_cka", "linear_cka_debiased", "rbf_cka", "cca_mean", "cca_r2", "svcca",
-                    "pwcca", "procrustes_angular", "mutual_knn", "infonce_loss",
-                    "infonce_mi_bound")
+def _score(metric, x, y, **kwargs) -> float:
+    """A teacher-student metric of two arrays: their statistic, then the registry's compute."""
+    from .conventions import get_convention
+    from .metrics.alignment import N_FOLDS, CrossValidation
+    from .metrics.neighbours import Samples
+    from .metrics.pairs import check_pair, fold_bounds, pair_moments
+
+    arguments = {**metric.arguments(get_convention("default")), **kwargs}
+    if metric.statistic == "samples":
+        x, y = check_pair(x, y)
+        return metric.compute(Samples(x), Samples(y), **arguments)
+    if metric.statistic == "folds":
+        x, y = check_pair(x, y)
+        bounds = fold_bounds(x.shape[0], N_FOLDS)
+        folds = CrossValidation(pair_moments(x[lo:hi], y[lo:hi])
+                                for lo, hi in zip(bounds, bounds[1:]))
+        return metric.compute(folds, **arguments)
+    return metric.compute(pair_moments(x, y), **arguments)
+
+
+#: the names ``alignment_score`` accepts: the registry's scalar teacher-student metrics
+ALIGNMENT_SCORES = tuple(_scores())
 
 
 def alignment_score(teacher, student, metric: str = "linear_cka", *,
@@ -137,7 +145,8 @@ def alignment_score(teacher, student, metric: str = "linear_cka", *,
         condition, ...), over which the score is mapped; their feature dimensions may differ in
         size (and name).
     metric : str
-        One of ``ALIGNMENT_SCORES`` (``docs/metrics.md`` section 2).
+        A registered teacher-student metric (``ALIGNMENT_SCORES``, from the registry;
+        ``docs/metrics.md`` section 2).
     **kwargs
         Passed to the metric (``k`` for mutual_knn, ``tau``/``batch_size``/``reduction`` for
         InfoNCE, ``alpha`` for Procrustes, ``threshold`` for RBF CKA).
@@ -149,10 +158,14 @@ def alignment_score(teacher, student, metric: str = "linear_cka", *,
     >>> round(alignment_score(x, 2 * x @ np.linalg.qr(np.ones((8, 8)) + np.eye(8))[0]), 6)
     1.0
     """
-    functions = _score_functions()
-    if metric not in functions:
-        raise InputError(f"metric must be one of {', '.join(ALIGNMENT_SCORES)}; got {metric!r}")
-    fn = functions[metric]
+    scores = _scores()
+    if metric not in scores:
+        raise InputError(f"metric must be one of {', '.join(scores)}; got {metric!r}")
+    declared = scores[metric]
+
+    def fn(x, y, **kw):
+        return _score(declared, x, y, **kw)
+
     if not isinstance(teacher, xr.DataArray) and not isinstance(student, xr.DataArray):
         return fn(teacher, student, **kwargs)
     if not (isinstance(teacher, xr.DataArray) and isinstance(student, xr.DataArray)):
@@ -178,7 +191,8 @@ def alignment_score(teacher, student, metric: str = "linear_cka", *,
         output_dtypes=[np.float64], join="exact",
     )
     out.name = metric
-    out.attrs = {"long_name": metric.replace("_", " "), "units": "rad" if metric == "procrustes_angular" else "1",
-                 "definition": f"docs/metrics.md section 2, {metric}", "metric": metric,
+    out.attrs = {"long_name": declared.long_name, "units": declared.units,
+                 "definition": declared.definition, "metric": metric,
+                 "reference": f"docs/metrics.md#{declared.anchor}",
                  **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))}}
     return out

@@ -56,7 +56,7 @@ def _need(results: xr.Dataset, name: str, why: str):
     return results[name]
 
 
-def _reference(results: xr.Dataset, condition: str | None) -> str:
+def reference_condition(results: xr.Dataset, condition: str | None = None) -> str:
     if condition is not None:
         if condition not in results.condition.values:
             raise InputError(f"condition {condition!r} is not in the results; available: "
@@ -82,7 +82,7 @@ def spectrum(results: xr.Dataset, *, condition: str | None = None, layer: str = 
              models: Sequence[str] | None = None, normalize: bool = True, ax=None):
     """Eigen-spectrum per model, log-log: eigenvalue ``lam_i`` (over ``sum lam``) against i."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     for m in _models(results, models, condition, layer):
         lam = results["spectrum"].sel(model=m, condition=condition, layer=layer).values
         lam = lam[np.isfinite(lam) & (lam > 0)]
@@ -98,7 +98,7 @@ def cumulative_variance(results: xr.Dataset, *, condition: str | None = None,
                         threshold: float = 0.9, ax=None):
     """Cumulative explained variance against the number of components, with the 90% line."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     for m in _models(results, models, condition, layer):
         lam = results["spectrum"].sel(model=m, condition=condition, layer=layer).values
         lam = np.clip(lam[np.isfinite(lam)], 0, None)
@@ -114,7 +114,7 @@ def rank_vs_params(results: xr.Dataset, *, estimator: str | None = None,
                    condition: str | None = None, layer: str = "embedding", ax=None):
     """Effective rank against parameter count (log scale), one point per model."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     estimator = estimator or ("erank_variance" if "erank_variance" in results.estimator.values
                               else str(results.estimator.values[0]))
     for m in _models(results, None, condition, layer):
@@ -135,7 +135,7 @@ def variance_captured(results: xr.Dataset, *, condition: str | None = None,
                       ax=None):
     """The paper's curve: student variance captured by the teacher's top-k directions."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     curves = _need(results, "variance_captured", "analyse with alignment=True")
     for s in results.student.values:
         a = curves.sel(student=s, condition=condition, teacher_layer=teacher_layer,
@@ -154,7 +154,7 @@ def accuracy_vs_noise(results: xr.Dataset, *, layer: str = "embedding",
     values = _need(results, metric, "it needs a store with labels and train/test splits")
     kinds = results["condition_kind"].values
     sigmas = results["condition_sigma"].values
-    clean = _reference(results, None)
+    clean = reference_condition(results, None)
     noisy = [(float(s), str(c)) for c, k, s in zip(results.condition.values, kinds, sigmas)
              if k == kind and np.isfinite(s)]
     if not noisy:
@@ -182,7 +182,7 @@ def _spatial(results: xr.Dataset, condition: str) -> list[tuple[str, str]]:
 def band_fractions(results: xr.Dataset, *, condition: str | None = None, ax=None):
     """Low / mid / high fractions of spatial power, one stacked bar per model and map layer."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     pairs = _spatial(results, condition)
     bottom = np.zeros(len(pairs))
     for band in results.band.values:
@@ -202,7 +202,7 @@ def band_fractions(results: xr.Dataset, *, condition: str | None = None, ax=None
 def radial_profiles(results: xr.Dataset, *, condition: str | None = None, ax=None):
     """Fraction of spatial power per radial ring, one curve per model and map layer."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     radius = results["radius"].values
     for m, layer in _spatial(results, condition):
         p = results["radial_profile"].sel(model=m, condition=condition, layer=layer).values
@@ -232,7 +232,7 @@ def cka_heatmap(results: xr.Dataset, *, student: str, condition: str | None = No
                 metric: str = "linear_cka", ax=None):
     """A teacher-layer x student-layer heatmap of an alignment metric for one student."""
     ax = _axes(ax)
-    condition = _reference(results, condition)
+    condition = reference_condition(results, condition)
     values = _need(results, metric, "analyse with alignment=True")
     grid = values.sel(student=student, condition=condition)
     t_layers = [t for t in grid.teacher_layer.values if np.isfinite(grid.sel(teacher_layer=t)).any()]

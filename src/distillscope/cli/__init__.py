@@ -1,5 +1,63 @@
-"""The ``distillscope`` command line."""
+"""The ``distillscope`` command line.
 
-from .commands import build_parser, main
+The library's own commands (``inspect``, ``analyze``, ``report``, ``demo``) are in
+``commands``; other packages add theirs through the entry-point group
+``distillscope.commands`` (the extract package adds ``extract`` and ``audit``), so the library
+never imports them. Errors print one line (``distillscope: error: ...``) and exit with status
+1, or 2 for a wrong command line; ``--debug`` shows the traceback instead.
+"""
 
-__all__ = ["build_parser", "main"]
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from .._errors import DistillscopeError
+from .._version import __version__
+from .commands import add_analysis_options, analyse_and_report, analysis_options, run_analysis
+
+__all__ = ["main", "build_parser", "add_analysis_options", "analysis_options", "run_analysis",
+           "analyse_and_report", "EXIT_ERROR", "ENTRY_POINTS"]
+
+EXIT_ERROR = 1
+#: the entry-point group through which other packages add commands: ``register(subparsers)``
+ENTRY_POINTS = "distillscope.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .commands import register
+
+    parser = argparse.ArgumentParser(
+        prog="distillscope",
+        description="Spectral diagnostics of distilled models from saved features.")
+    parser.add_argument("--version", action="version", version=f"distillscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(sub)
+    for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+        point.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DistillscopeError, OSError) as err:
+        if args.debug:
+            raise
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"distillscope: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("distillscope: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,21 +1,16 @@
-"""The ``distillscope`` command: extract, inspect, analyze, report, demo.
-
-Errors print one line (``distillscope: error: ...``) and exit with status 1, or 2 for a wrong
-command line; ``--debug`` shows the traceback instead.
-"""
+"""The library's commands: inspect, analyze, report, demo; and the analysis options and run
+that other commands (``audit``, from the extract package) reuse."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from .._errors import DistillscopeError
-from .._version import __version__
+import numpy as np
 
-EXIT_ERROR = 1
+__all__ = ["add_analysis_options", "analysis_options", "run_analysis", "register"]
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -34,7 +29,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if st.labels is not None:
             extra.append(f"{len(set(st.labels.tolist()))} labels")
         if st.splits is not None:
-            names, counts = __import__("numpy").unique(st.splits, return_counts=True)
+            names, counts = np.unique(st.splits, return_counts=True)
             extra.append(", ".join(f"{c} {s}" for s, c in zip(names, counts)))
         print(f"  samples {st.n_samples}" + (f" ({'; '.join(extra)})" if extra else ""))
         print("  conditions:")
@@ -58,88 +53,61 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(results, limit_estimator: str) -> str:
-    lines = []
-    ranks = results["effective_rank"].sel(estimator=limit_estimator)
-    header = f"{'model':<20} {'condition':<16} {'layer':<12} {limit_estimator:>16} {'dims@90%':>9}"
-    lines.append(header)
-    n90 = results["effective_rank"].sel(estimator="n_components_90")
-    for m in results.model.values:
-        for c in results.condition.values:
-            for layer in results.layer.values:
-                if not bool(results["available"].sel(model=m, condition=c, layer=layer)):
-                    continue
-                r = float(ranks.sel(model=m, condition=c, layer=layer))
-                k = int(n90.sel(model=m, condition=c, layer=layer))
-                lines.append(f"{m:<20} {c:<16} {layer:<12} {r:16.2f} {k:9d}")
-    return "\n".join(lines)
+def analysis_options(args: argparse.Namespace):
+    """The ``AnalysisOptions`` of parsed analysis arguments (``add_analysis_options``)."""
+    from ..engine.options import AnalysisOptions
+
+    return AnalysisOptions.from_keywords(
+        models=args.models, conditions=args.conditions, layers=args.layers,
+        convention=args.convention, l2_normalize=args.l2_normalize, center=args.center,
+        pooling=args.pooling, rows=args.rows, metrics=args.metrics,
+        remove_map_mean=args.remove_map_mean,
+        allow_incomplete=getattr(args, "allow_incomplete", False),
+        alignment=args.alignment, robustness=args.robustness, progress=not args.quiet)
 
 
-def _alignment_table(results) -> str:
-    columns = {"linear_cka": "CKA", "linear_cka_debiased": "CKA debiased", "svcca": "SVCCA",
-               "mutual_knn": "mutual kNN", "linear_predictivity": "CV R^2"}
-    names = list(columns)
-    lines = [f"{'student':<20} {'condition':<16} {'teacher/student layer':<26} "
-             + " ".join(f"{label:>13}" for label in columns.values())]
-    for s in results.student.values:
-        for c in results.condition.values:
-            for t in results.teacher_layer.values:
-                for layer in results.student_layer.values:
-                    values = [float(results[n].sel(student=s, condition=c, teacher_layer=t,
-                                                   student_layer=layer)) for n in names]
-                    if all(v != v for v in values):  # all NaN: the pair does not exist
-                        continue
-                    lines.append(f"{s:<20} {c:<16} {t + '/' + layer:<26} "
-                                 + " ".join(f"{v:13.3f}" for v in values))
-    return "\n".join(lines)
+def run_analysis(args: argparse.Namespace, store, output: Path):
+    """Analyse ``store`` with the parsed options, save the results to ``output`` (never over
+    the store), print the tables; returns the results."""
+    import warnings
 
-
-def _robustness_table(results) -> str:
-    columns = {"feature_drift": "drift", "cka_clean_noisy": "CKA(clean)",
-               "effective_rank_change": "d erank", "probe_accuracy": "probe acc",
-               "knn_accuracy": "kNN acc"}
-    names = [n for n in columns if n in results]
-    lines = [f"{'model':<20} {'condition':<16} {'layer':<12} "
-             + " ".join(f"{columns[n]:>11}" for n in names)]
-    for m in results.model.values:
-        for c in results.condition.values:
-            for layer in results.layer.values:
-                if not bool(results["available"].sel(model=m, condition=c, layer=layer)):
-                    continue
-                values = [float(results[n].sel(model=m, condition=c, layer=layer)) for n in names]
-                lines.append(f"{m:<20} {c:<16} {layer:<12} "
-                             + " ".join(f"{v:11.3f}" for v in values))
-    return "\n".join(lines)
-
-
-def _run_analysis(args: argparse.Namespace, store, output: Path):
-    from ..analysis import analyze
-    from ..conventions import get_convention
-    from ..results import save_results
+    from ..engine.analyze import AnalysisNote, analyze
     from ..outputs import check_output_path
+    from ..report.tables import console_tables
+    from ..results import save_results
 
     check_output_path(output, overwrite=args.overwrite, what="results file", inputs=[store])
     start = time.perf_counter()
-    results = analyze(store, models=args.models, conditions=args.conditions, layers=args.layers,
-                      convention=args.convention, l2_normalize=args.l2_normalize,
-                      center=args.center, pooling=args.pooling, rows=args.rows,
-                      allow_incomplete=getattr(args, "allow_incomplete", False),
-                      alignment=args.alignment, robustness=args.robustness,
-                      progress=not args.quiet)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", AnalysisNote)
+        results = analyze(store, analysis_options(args))
+    for note in notes:
+        if issubclass(note.category, AnalysisNote):
+            print(f"distillscope: note: {note.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(note.message, note.category, note.filename, note.lineno)
     save_results(results, output, overwrite=args.overwrite)
-    primary = get_convention(args.convention).primary
-    print(_table(results, primary))
-    if "linear_cka" in results:
-        print(_alignment_table(results))
-    if "feature_drift" in results and results.sizes["condition"] > 1:
-        print(_robustness_table(results))
+    print(console_tables(results))
     print(f"wrote {output} ({time.perf_counter() - start:.1f} s, convention {args.convention})")
     return results
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    _run_analysis(args, args.store, Path(args.output))
+    if args.plan:
+        from ..engine.analyze import analyze
+
+        print(analyze(args.store, analysis_options(args), dry_run=True).describe())
+        return 0
+    run_analysis(args, args.store, Path(args.output))
     return 0
+
+
+def analyse_and_report(args: argparse.Namespace, store: Path, results: Path, report: Path) -> None:
+    """``run_analysis`` then the HTML report of its results."""
+    from ..report import write_report
+
+    dataset = run_analysis(args, store, results)
+    write_report(dataset, report, overwrite=args.overwrite)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -148,63 +116,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    store, results = out / "store.h5", out / "results.nc"
-    check_output_path(store, overwrite=args.overwrite, what="store")
-    check_output_path(results, overwrite=args.overwrite, what="results file")
+    store, results, report = out / "store.h5", out / "results.nc", out / "report.html"
+    for path, what in ((store, "store"), (results, "results file"), (report, "report")):
+        check_output_path(path, overwrite=args.overwrite, what=what)
     make_demo_store(store, n_samples=args.samples, overwrite=args.overwrite)
     print(f"wrote {store} (synthetic teacher and students, {args.samples} samples)")
-    report = out / "report.html"
-    check_output_path(report, overwrite=args.overwrite, what="report")
-    _analyse_and_report(args, store, results, report)
+    analyse_and_report(args, store, results, report)
     print(f"wrote {report}: open it in a browser")
     print(f"next: distillscope inspect {store}   |   python -c \"import distillscope; "
           f"print(distillscope.load_results('{results}'))\"")
-    return 0
-
-
-def _extract(config: str, **options) -> None:
-    """``distillscope_extract.extract`` with a clear error when the extract extras are absent."""
-    try:
-        from distillscope_extract import extract
-    except ImportError as err:  # torch, timm or the extract package itself is missing
-        raise DistillscopeError(
-            f"distillscope extract needs the extract extras ({err.name or err} is missing); "
-            "install them with: pip install -e '.[extract]'") from None
-    extract(config, **options)
-
-
-def cmd_extract(args: argparse.Namespace) -> int:
-    _extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
-             batch_size=args.batch_size, amp=args.amp, workers=args.workers,
-             dry_run=args.dry_run, progress=not args.quiet)
-    return 0
-
-
-def _analyse_and_report(args: argparse.Namespace, store: Path, results: Path, report: Path) -> None:
-    from ..report import write_report
-
-    dataset = _run_analysis(args, store, results)
-    write_report(dataset, report, overwrite=args.overwrite)
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    from ..outputs import check_output_path
-
-    out = Path(args.out or f"distillscope-{Path(args.config).stem}")
-    if not Path(args.config).is_file():
-        raise DistillscopeError(f"{args.config}: no such configuration file; see "
-                                "extract/configs/ for examples")
-    out.mkdir(parents=True, exist_ok=True)
-    store, results, report = out / "store.h5", out / "results.nc", out / "report.html"
-    resuming = (out / "store.h5.work").is_dir()
-    for path, what in ((store, "store"), (results, "results file"), (report, "report")):
-        if not (resuming and path == store):
-            check_output_path(path, overwrite=args.overwrite, what=what, inputs=[args.config])
-    start = time.perf_counter()
-    _extract(args.config, output=store, overwrite=args.overwrite, device=args.device,
-             progress=not args.quiet)
-    _analyse_and_report(args, store, results, report)
-    print(f"audit done in {time.perf_counter() - start:.0f} s; the report: {report.resolve()}")
     return 0
 
 
@@ -216,18 +136,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
-
-
-def _analysis_options(p: argparse.ArgumentParser) -> None:
+def add_analysis_options(p: argparse.ArgumentParser) -> None:
+    """The options of an analysis (``analyze``, ``demo``, ``audit``)."""
     from ..conventions import CONVENTIONS
     from ..engine.pooling import POOLINGS
+    from ..metrics.registry import metrics
 
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--convention", default="default", choices=list(CONVENTIONS),
                    help="named preprocessing and estimator choices (default: %(default)s)")
+    p.add_argument("--metrics", metavar="NAME[,NAME...]",
+                   help='registered metrics to compute: "default" (the default), "all", or '
+                        'names, e.g. "default,rbf_cka"; registered: ' + ", ".join(metrics()))
     p.add_argument("--l2-normalize", dest="l2_normalize", action=argparse.BooleanOptionalAction,
                    default=None, help="L2-normalise samples (default: as the convention says)")
     p.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
@@ -238,6 +158,8 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conditions", nargs="+", metavar="COND", help="only these conditions")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="only these layers")
     p.add_argument("--rows", type=int, default=None, help="samples per streamed block")
+    p.add_argument("--remove-map-mean", action="store_true",
+                   help="remove each map's spatial mean before its spectrum")
     p.add_argument("--no-alignment", dest="alignment", action="store_false",
                    help="skip the teacher-student alignment metrics")
     p.add_argument("--no-robustness", dest="robustness", action="store_false",
@@ -245,14 +167,8 @@ def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="distillscope",
-        description="Spectral diagnostics of distilled models from saved features.")
-    parser.add_argument("--version", action="version", version=f"distillscope {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
+    """Add the library's commands to the ``distillscope`` parser's subcommands."""
     p = sub.add_parser("inspect", help="list and validate the contents of a feature store")
     p.add_argument("store", help="feature store (.h5)")
     p.add_argument("--deep", action="store_true",
@@ -261,39 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inspect a store whose writer did not finish")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("analyze", help="compute spectra and effective ranks of a store")
+    p = sub.add_parser("analyze", help="every metric of a store, in one pass",
+                       description="Read the store once and compute every chosen metric "
+                       "(docs/metrics.md); write the results (netCDF) and print the tables.")
     p.add_argument("store", help="feature store (.h5)")
-    p.add_argument("-o", "--output", required=True, help="results file to write (.nc)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("-o", "--output", help="results file to write (.nc)")
+    group.add_argument("--plan", action="store_true",
+                       help="print what would be read and computed (bytes, memory); read nothing")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="analyse a store whose writer did not finish")
-    _analysis_options(p)
+    add_analysis_options(p)
     p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser("extract", help="run teacher and students over a dataset into a store",
-                       description="Run the models of a TOML configuration (extract/README.md) "
-                       "over clean and corrupted data and write their activations to a feature "
-                       "store. Safe to kill: rerunning the same command resumes.")
-    _config_options(p)
-    p.add_argument("-o", "--output", help="store to write (default: [run] output, else CONFIG.h5)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--batch-size", type=int, help="default: [run] batch_size")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (CUDA only; default: [run] amp)")
-    p.add_argument("--workers", type=int,
-                   help="threads building inputs ahead (default: [run] workers, else 0 on CPU)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print what would be extracted and the store size; write nothing")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_extract)
-
-    p = sub.add_parser("audit", help="extract, analyze and report in one go",
-                       description="Run an extraction configuration, analyse the store and "
-                       "write the HTML report, all in one output folder (store.h5, results.nc, "
-                       "report.html). Rerunning resumes an interrupted extraction.")
-    _config_options(p)
-    p.add_argument("--out", help="output folder (default: distillscope-CONFIG)")
-    _analysis_options(p)
-    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("report", help="one self-contained HTML page from a results file",
                        description="Figures, headline numbers per model, and every definition "
@@ -307,28 +202,5 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate a synthetic store and analyse it")
     p.add_argument("--out", default="distillscope-demo", help="output folder (default: %(default)s)")
     p.add_argument("--samples", type=int, default=2000, help="samples (default: %(default)s)")
-    _analysis_options(p)
+    add_analysis_options(p)
     p.set_defaults(func=cmd_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (DistillscopeError, OSError) as err:
-        if args.debug:
-            raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"distillscope: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("distillscope: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -12,17 +12,17 @@ A spectrum that is all zero (constant features) has every rank equal to 0 and no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 
 from .._errors import InputError
 from .moments import SecondMoments
+from .registry import FAMILY, REGISTRY, REPRESENTATION, Metric, metric, register
 
 __all__ = [
     "ESTIMATORS",
-    "Estimator",
     "eigenspectrum",
     "effective_rank",
     "erank_variance",
@@ -194,49 +194,60 @@ def powerlaw_alpha(lam: np.ndarray, fit_range: tuple[int, int] = (11, 100)) -> f
     return float(coef[0])
 
 
-@dataclass(frozen=True)
-class Estimator:
-    """One effective-dimensionality estimator and the preprocessing its source publishes.
+def _estimator(name: str, center: bool, eps: float, definition: str, compute,
+               source: str = "", tables: dict | None = None) -> Metric:
+    """Declare an effective-rank estimator: one value along ``estimator`` of ``effective_rank``.
 
-    Attributes
-    ----------
-    name : str
-        The label used in results (``estimator`` coordinate).
-    center : bool
-        Whether its source centres the data.
-    eps : float
-        Its regulariser (meaning depends on the estimator; 0 where there is none).
-    definition : str
-        Formula and source, copied into result attributes.
+    ``compute(lam, eps=..., n_values=...)``: the engine passes the convention's eps and
+    ``min(n, d)``; ``center`` and ``eps`` here are what the estimator's source publishes.
     """
+    return register(Metric(
+        name=name, long_name="effective rank", units="dimensions", takes=REPRESENTATION,
+        statistic="spectrum", compute=compute, function=compute, definition=definition,
+        anchor="estimators", source=source, family="dimensionality", variable="effective_rank",
+        coordinate="estimator", center=center, eps=eps, tables=tables or {}))
 
-    name: str
-    center: bool
-    eps: float
-    definition: str
 
+_estimator("erank_variance", True, 0.0,
+           "exp(-sum p ln(p + eps)), p = lam / sum(lam); arXiv 2603.06698 eq. 2",
+           lambda lam, eps=0.0, n_values=None: erank_variance(lam, eps),
+           "arXiv 2603.06698 eq. 2")
+_estimator("erank_singular", True, 0.0,
+           "exp(-sum p ln(p + eps)), p = s / sum(s); Roy & Vetterli, EUSIPCO 2007",
+           lambda lam, eps=0.0, n_values=None: erank_singular(lam, eps),
+           "Roy & Vetterli, EUSIPCO 2007")
+_estimator("rankme", False, 1e-7,
+           "exp(-sum p ln p), p = s / sum(s) + eps over min(n, d) singular values of the "
+           "uncentred embeddings; Garrido et al., arXiv 2210.02885",
+           lambda lam, eps=1e-7, n_values=None: rankme(lam, n_values, eps),
+           "Garrido et al., arXiv 2210.02885")
+_estimator("participation_ratio", True, 0.0, "(sum lam)^2 / sum lam^2",
+           lambda lam, eps=0.0, n_values=None: participation_ratio(lam))
+_estimator("stable_rank", True, 0.0, "sum lam / lam_1; Rudelson & Vershynin, J. ACM 2007",
+           lambda lam, eps=0.0, n_values=None: stable_rank(lam), "Rudelson & Vershynin, J. ACM 2007")
+for _percent in (90, 95, 99):
+    _estimator(f"n_components_{_percent}", True, 0.0,
+               f"min k with cumsum(p)_k >= {_percent / 100:.2f} - 1e-12, p = lam / sum(lam)",
+               lambda lam, eps=0.0, n_values=None, t=_percent / 100: float(n_components(lam, t)),
+               "PCA convention; arXiv 2603.06698 reports 90%",
+               {"rank": "dims@90%", "headline": "dims@90%"} if _percent == 90 else None)
 
-ESTIMATORS: dict[str, Estimator] = {
-    e.name: e
-    for e in (
-        Estimator("erank_variance", True, 0.0,
-                  "exp(-sum p ln(p + eps)), p = lam / sum(lam); arXiv 2603.06698 eq. 2"),
-        Estimator("erank_singular", True, 0.0,
-                  "exp(-sum p ln(p + eps)), p = s / sum(s); Roy & Vetterli, EUSIPCO 2007"),
-        Estimator("rankme", False, 1e-7,
-                  "exp(-sum p ln p), p = s / sum(s) + eps over min(n, d) singular values of the "
-                  "uncentred embeddings; Garrido et al., arXiv 2210.02885"),
-        Estimator("participation_ratio", True, 0.0, "(sum lam)^2 / sum lam^2"),
-        Estimator("stable_rank", True, 0.0,
-                  "sum lam / lam_1; Rudelson & Vershynin, J. ACM 2007"),
-        Estimator("n_components_90", True, 0.0,
-                  "min k with cumsum(p)_k >= 0.90 - 1e-12, p = lam / sum(lam)"),
-        Estimator("n_components_95", True, 0.0,
-                  "min k with cumsum(p)_k >= 0.95 - 1e-12, p = lam / sum(lam)"),
-        Estimator("n_components_99", True, 0.0,
-                  "min k with cumsum(p)_k >= 0.99 - 1e-12, p = lam / sum(lam)"),
-    )
-}
+#: the effective-rank estimators by name (registry entries: ``center``, ``eps``, ``definition``)
+ESTIMATORS: Mapping[str, Metric] = MappingProxyType({
+    name: m for name, m in REGISTRY.items() if m.variable == "effective_rank"})
+
+register(Metric(
+    name="spectrum", long_name="covariance eigenvalue", units="feature units squared",
+    takes=REPRESENTATION, statistic="spectrum", family="dimensionality", dims=("component",),
+    anchor="the-spectrum", source="Jing et al., arXiv 2110.09348 (plot)",
+    definition="eigenvalues of Zc^T Zc / (n - 1), descending, float64, values below "
+               "lam_max * m * eps set to 0; NaN beyond n_features",
+    compute=np.asarray))
+metric("powerlaw_alpha", long_name="power-law decay coefficient", units="1",
+       takes=REPRESENTATION, statistic="spectrum", family="dimensionality", anchor="estimators",
+       source="alpha-ReQ, Agrawal et al., NeurIPS 2022", tables={"headline": "power-law alpha"},
+       definition="WLS of ln(lam_i / sum lam) on [-ln i, 1], weights 1/i, ranks 11..100; "
+                  "NaN if fewer than 100 positive eigenvalues")(powerlaw_alpha)
 
 
 def rank_from_spectrum(lam: np.ndarray, estimator: str, *, eps: float | None = None,
@@ -246,22 +257,13 @@ def rank_from_spectrum(lam: np.ndarray, estimator: str, *, eps: float | None = N
     ``eps`` defaults to the estimator's published value; ``n_values`` (``min(n, d)``) is used
     by ``rankme`` only.
     """
-    spec = _estimator(estimator)
+    spec = get_estimator(estimator)
     eps = spec.eps if eps is None else float(eps)
-    if estimator == "erank_variance":
-        return erank_variance(lam, eps)
-    if estimator == "erank_singular":
-        return erank_singular(lam, eps)
-    if estimator == "rankme":
-        return rankme(lam, n_values, eps)
-    if estimator == "participation_ratio":
-        return participation_ratio(lam)
-    if estimator == "stable_rank":
-        return stable_rank(lam)
-    return float(n_components(lam, int(estimator.rsplit("_", 1)[1]) / 100))
+    return spec.compute(lam, eps=eps, n_values=n_values)
 
 
-def _estimator(name: str) -> Estimator:
+def get_estimator(name: str) -> Metric:
+    """The estimator ``name``, or InputError listing the valid ones."""
     try:
         return ESTIMATORS[name]
     except KeyError:
@@ -343,7 +345,7 @@ def effective_rank(z, estimator: str = "erank_variance", *, center: bool | None 
     >>> round(effective_rank(z), 1)  # isotropic: close to d = 16
     16.0
     """
-    spec = _estimator(estimator)
+    spec = get_estimator(estimator)
     center = spec.center if center is None else bool(center)
     moments = _moments(z, l2_normalize)
     lam = moments.eigenvalues(center=center)
@@ -374,3 +376,26 @@ def seed_averaged_erank(spectra: Sequence[np.ndarray], eps: float = 0.0) -> floa
         )
     mean_singular = np.mean([np.sqrt(s) for s in spectra], axis=0)
     return erank_variance(mean_singular**2, eps)
+
+
+def _seed_aggregate(spectra: Sequence[np.ndarray], eps: float = 0.0,
+                    aggregation: str = "rank_mean") -> float:
+    """``seed_averaged_erank`` (aggregation "spectrum_mean") or the mean of per-seed ranks."""
+    if aggregation == "spectrum_mean":
+        return seed_averaged_erank(spectra, eps)
+    return float(np.mean([erank_variance(s, eps) for s in spectra]))
+
+
+register(Metric(
+    name="seed_averaged_rank", long_name="seed-aggregated effective rank", units="dimensions",
+    takes=FAMILY, statistic="spectrum", family="dimensionality", anchor="named-conventions",
+    compute=_seed_aggregate, source="arXiv 2603.06698 (spectrum_mean)",
+    definition="erank_variance of the seed-averaged singular values (arXiv 2603.06698) under "
+               "aggregation spectrum_mean; mean of per-seed erank_variance under rank_mean",
+    convention_params=lambda c: {"aggregation": c.seed_aggregation}))
+register(Metric(
+    name="seed_rank_std", long_name="spread of per-seed effective rank", units="dimensions",
+    takes=FAMILY, statistic="spectrum", family="dimensionality", anchor="named-conventions",
+    compute=lambda spectra, eps=0.0: float(np.std([erank_variance(s, eps) for s in spectra],
+                                                  ddof=1)),
+    definition="sample standard deviation (ddof=1) of erank_variance over seeds"))

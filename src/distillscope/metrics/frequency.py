@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import InputError
+from .registry import REPRESENTATION, Metric, register
 
 __all__ = [
     "BANDS",
@@ -46,6 +47,7 @@ __all__ = [
     "radial_profile",
     "relative_log_amplitude",
     "power_spectrum",
+    "RADIAL_BINS",
 ]
 
 #: band name -> [lower, upper) edges of the normalised radius (the last band is closed)
@@ -311,3 +313,37 @@ def relative_log_amplitude(mean_log_amplitude: np.ndarray) -> np.ndarray:
                          f"{h}x{w} (use band_fractions or radial_profile)")
     diagonal = np.diag(np.fft.fftshift(a))[h // 2:]
     return diagonal - diagonal[0]
+
+
+# ------------------------------------------------------------------------------- declarations
+#: rings of the radial profile in results
+RADIAL_BINS = 8
+_POWER = ("P = |fft2(x, norm='ortho')|^2 averaged over samples and channels; bands of "
+          "rho = sqrt(fx^2 + fy^2)/0.5: low [0, 1/3), mid [1/3, 2/3), high [2/3, sqrt 2]")
+
+
+def _declare(name: str, long_name: str, compute, definition: str, **fields) -> None:
+    register(Metric(name=name, long_name=long_name, units="1", takes=REPRESENTATION,
+                    statistic="maps", compute=compute, definition=definition,
+                    anchor="spectral-energy-by-spatial-frequency-band", family="frequency",
+                    **fields))
+
+
+_declare("band_fraction", "fraction of non-DC spatial power",
+         lambda acc: np.array(list(band_fractions(acc.mean_power()).values())),
+         f"{_POWER}; docs/metrics.md section 3", dims=("band",), function=band_fractions,
+         tables={"headline": "bands"})
+_declare("radial_profile", "fraction of non-DC spatial power per ring",
+         lambda acc, bins: radial_profile(acc.mean_power(), bins)[1],
+         f"{RADIAL_BINS} equal rings of rho over (0, sqrt 2]", dims=("radius",),
+         params={"bins": RADIAL_BINS}, function=radial_profile)
+_declare("relative_log_amplitude", "relative log amplitude (Park & Kim)",
+         lambda acc: relative_log_amplitude(acc.mean_log_amplitude()),
+         "mean ln(|fft2| + 1e-6), fftshift, half diagonal from the centre, minus DC; Park & Kim, "
+         "arXiv 2202.06709; square grids only", dims=("diagonal_step",), default=False,
+         needs=lambda: {"log_amplitude": True}, source="Park & Kim, arXiv 2202.06709",
+         function=relative_log_amplitude)
+_declare("grid_height", "spatial grid height", lambda acc: acc.h,
+         "h of the maps or token grid (0 for embeddings); compare bands on equal grids", fill=0)
+_declare("grid_width", "spatial grid width", lambda acc: acc.w,
+         "w of the maps or token grid", fill=0)

@@ -1,9 +1,9 @@
 """Mergeable first and second moments of a stream of feature rows, and their eigen-spectra.
 
-This is the array layer under every dimensionality metric: plain ndarrays in, plain ndarrays
-out. Samples arrive in chunks (from HDF5, from memory, from several workers); the accumulator
-keeps partial sums that can be updated and merged in any order, so its memory depends on the
-number of features ``d`` and never on the number of samples ``n``.
+This is the array layer under every dimensionality and alignment metric: plain ndarrays in,
+plain ndarrays out. Samples arrive in chunks (from HDF5, from memory, from several workers); the
+accumulator keeps partial sums that can be updated and merged in any order, so its memory
+depends on the number of features ``d`` and never on the number of samples ``n``.
 
 Two exact representations are used, chosen by size:
 
@@ -11,24 +11,32 @@ Two exact representations are used, chosen by size:
   than the covariance would take) and the spectrum comes from the ``n x n`` Gram matrix;
 * beyond that, shifted sums are kept: ``S = sum(y)`` and ``C = sum(y y^T)`` with
   ``y = x - shift``, ``shift`` being given or the mean of the first chunk, so that the centred
-  scatter ``M2 = C - S S^T / n`` suffers no cancellation. Merging uses the pairwise update of
-  Chan, Golub & LeVeque (1979): ``M2 = M2_a + M2_b + d d^T n_a n_b / n`` with
-  ``d = mean_b - mean_a``, then expresses the result about the kept shift again.
+  scatter ``M2 = C - S S^T / n`` suffers no cancellation.
 
-Per chunk the work is one fused numba pass (float64 conversion, optional L2 normalisation, shift,
-column sums, finiteness check) and one BLAS ``syrk`` (``Y^T Y``); ``benchmarks/`` shows why.
+Two accumulators with different shifts merge exactly: the other's sums are re-expressed about
+this one's shift (``y' = y + delta``: ``S' = S + n delta``, ``C' = C + S delta^T + delta S^T +
+n delta delta^T``; Chan, Golub & LeVeque 1979 in sum form) and added. With ``norms=True`` the
+sums the debiased CKA needs are kept too: ``a_i = ||y_i||^2``, ``sum a``, ``sum a^2`` and
+``W = sum a_i y_i`` (re-expressed the same way, up to fourth order).
+
+Per chunk the work is one fused numba pass (``RowPreparer``: float64 conversion, optional L2
+normalisation, shift, column sums, finiteness check) and one BLAS ``syrk`` (``Y^T Y``);
+``benchmarks/`` shows why.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import numpy as np
 
 from .._errors import InputError
 
-__all__ = ["SecondMoments", "NonFiniteError"]
+__all__ = ["SecondMoments", "RowPreparer", "Prepared", "NonFiniteError", "FLOAT_DTYPES"]
 
 #: the feature dtypes accepted everywhere (the store refuses others too)
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+_SHIFT_ROWS = 1024
 
 
 class NonFiniteError(InputError):
@@ -44,7 +52,144 @@ class NonFiniteError(InputError):
         ))
 
 
-_SHIFT_ROWS = 1024
+class Prepared:
+    """A chunk as accumulated: ``z`` float64 (L2-normalised if asked, minus the shift), its
+    column sums, and how many of its rows had zero norm (counted under L2 normalisation).
+
+    ``norms()`` (``a_i = ||z_i||^2``) is computed once and shared by every accumulator that
+    reads the chunk.
+    """
+
+    __slots__ = ("z", "colsum", "n_zero", "_norms")
+
+    def __init__(self, z: np.ndarray, colsum: np.ndarray, n_zero: int,
+                 norms: np.ndarray | None = None):
+        self.z = z
+        self.colsum = colsum
+        self.n_zero = n_zero
+        self._norms = norms
+
+    def norms(self) -> np.ndarray:
+        """``a_i = ||z_i||^2`` of every row (cached)."""
+        if self._norms is None:
+            self._norms = np.einsum("ij,ij->i", self.z, self.z)
+        return self._norms
+
+    def rows(self, lo: int, hi: int) -> "Prepared":
+        """The rows ``lo:hi`` of the chunk (its zero-norm rows are counted by the whole chunk)."""
+        if lo == 0 and hi == self.z.shape[0]:
+            return self
+        part = self.z[lo:hi]
+        norms = None if self._norms is None else self._norms[lo:hi]
+        return Prepared(part, part.sum(axis=0), 0, norms)
+
+
+class RowPreparer:
+    """Turns raw rows into ``Prepared`` chunks about one shift, in one fused numba pass.
+
+    The shift is given, or chosen at the first chunk: the mean of its first 1024 rows (any
+    value near the mean keeps the sums exact; 1024 rows put it within ~sigma/32 of the mean),
+    or, under L2 normalisation, the mean of the whole first chunk after normalising.
+    """
+
+    def __init__(self, n_features: int, *, l2_normalize: bool = False,
+                 shift: np.ndarray | None = None):
+        self.n_features = int(n_features)
+        self.l2_normalize = bool(l2_normalize)
+        self.shift = None if shift is None else _vector(shift, self.n_features, "shift")
+        self._colsum = np.empty(self.n_features)
+        self._colcheck = np.empty(self.n_features)
+
+    def __getstate__(self) -> dict:  # scratch sums do not travel
+        return {"n_features": self.n_features, "l2_normalize": self.l2_normalize,
+                "shift": self.shift}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["n_features"], l2_normalize=state["l2_normalize"],
+                      shift=state["shift"])
+
+    def prepare(self, rows: np.ndarray, out: np.ndarray | None = None) -> Prepared:
+        """Prepare a chunk ``(m, d)`` of float16/32/64 rows, into ``out`` if given
+        (``(m, d)`` float64, C-contiguous) or this preparer's own buffer.
+
+        Raises
+        ------
+        NonFiniteError
+            If the chunk holds NaN or infinite values (the shift is then left unset).
+        """
+        from .._kernels import prepare_rows
+
+        rows = check_rows(rows, self.n_features)
+        m = rows.shape[0]
+        if rows.dtype == np.float16:  # numba has no float16
+            from .._scratch import widen_float16
+
+            rows = widen_float16(rows)
+        rows = np.ascontiguousarray(rows)
+        if out is None:
+            out = np.empty((m, self.n_features))
+        if self.shift is None and not self.l2_normalize and m:
+            self.shift = rows[:_SHIFT_ROWS].mean(axis=0, dtype=np.float64)
+        first = self.shift is None
+        shift = np.zeros(self.n_features) if first else self.shift
+        has_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, self._colsum,
+                                       self._colcheck)
+        if has_bad:
+            bad = ~np.isfinite(rows)
+            row, column = np.argwhere(bad)[0]
+            raise NonFiniteError(int(bad.any(axis=1).sum()), int(row), int(column))
+        colsum = self._colsum
+        if first and m:  # L2-normalised rows: shift by the first chunk's mean once it is known
+            mean = colsum / m
+            out -= mean
+            self.shift = mean
+            colsum = np.zeros(self.n_features)
+        return Prepared(out, colsum, int(n_zero))
+
+
+def check_rows(rows, n_features: int) -> np.ndarray:
+    """``rows`` as a ``(m, n_features)`` float16/32/64 ndarray, or InputError."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise InputError(f"rows must have shape (m, {n_features}); got {rows.shape}")
+    if rows.dtype not in FLOAT_DTYPES:
+        raise InputError(f"rows must be float16, float32 or float64; got {rows.dtype} "
+                         "(convert with .astype(np.float32))")
+    return rows
+
+
+def _vector(value, size: int, name: str) -> np.ndarray:
+    out = np.array(value, dtype=np.float64).reshape(-1)
+    if out.size != size:
+        raise InputError(f"{name} must have {size} values; got {out.size}")
+    return out
+
+
+@dataclass
+class _Sums:
+    """Sums about a shift: ``n``, ``S = sum y``, ``C = sum y y^T`` and the norm sums."""
+
+    n: int
+    s: np.ndarray
+    c: np.ndarray
+    a: float = 0.0  # sum ||y||^2
+    aa: float = 0.0  # sum ||y||^4
+    w: np.ndarray | None = None  # sum ||y||^2 y
+
+    def shifted(self, delta: np.ndarray) -> "_Sums":
+        """The same sums about ``shift - delta`` (rows ``y + delta``), exactly."""
+        n, s, c = self.n, self.s, self.c
+        dd = float(delta @ delta)
+        sd = float(s @ delta)
+        c_new = c + np.outer(s, delta) + np.outer(delta, s) + n * np.outer(delta, delta)
+        out = _Sums(n, s + n * delta, c_new)
+        if self.w is not None:
+            cd = c @ delta
+            out.a = self.a + 2 * sd + n * dd
+            out.w = self.w + delta * self.a + 2 * cd + 2 * delta * sd + dd * s + n * dd * delta
+            out.aa = (self.aa + 4 * float(delta @ cd) + n * dd * dd + 4 * float(self.w @ delta)
+                      + 2 * dd * self.a + 4 * dd * sd)
+        return out
 
 
 class SecondMoments:
@@ -59,7 +204,10 @@ class SecondMoments:
         before anything else, as arXiv 2603.06698 does.
     shift : ndarray, optional
         The vector subtracted before accumulating (any value near the mean keeps the sums
-        accurate); default: the mean of the first chunk.
+        accurate); default: chosen from the first chunk (``RowPreparer``).
+    norms : bool, default False
+        Also keep ``sum a``, ``sum a^2`` and ``sum a y`` with ``a = ||y||^2`` (the debiased
+        CKA of ``PairMoments`` needs them).
 
     Attributes
     ----------
@@ -71,7 +219,7 @@ class SecondMoments:
     Notes
     -----
     Memory is ``O(d^2)`` whatever the number of rows. Values are accumulated in float64 from
-    float16, float32 or float64 input.
+    float16, float32 or float64 input. The state is plain numpy arrays (picklable).
 
     Examples
     --------
@@ -85,96 +233,87 @@ class SecondMoments:
     """
 
     def __init__(self, n_features: int, *, l2_normalize: bool = False,
-                 shift: np.ndarray | None = None):
+                 shift: np.ndarray | None = None, norms: bool = False):
         if int(n_features) < 1:
             raise InputError(f"n_features must be a positive integer; got {n_features!r}")
         self.n_features = int(n_features)
         self.l2_normalize = bool(l2_normalize)
+        self.norms = bool(norms)
         self.count = 0
         self.zero_norm_rows = 0
+        self.preparer = RowPreparer(self.n_features, l2_normalize=l2_normalize, shift=shift)
         self._rows: list[np.ndarray] | None = []  # shifted rows while count <= d
-        self._shift: np.ndarray | None = None  # fixed once set: given, or the first chunk's mean
-        if shift is not None:
-            self._shift = np.array(shift, dtype=np.float64).reshape(-1)
-            if self._shift.size != self.n_features:
-                raise InputError(f"shift must have {self.n_features} values; got {self._shift.size}")
-        self._sum = np.zeros(self.n_features)  # S = sum(x - shift), once rows are dropped
-        self._cross: np.ndarray | None = None  # C = sum((x - shift)(x - shift)^T)
-        self._buffer = np.empty((0, self.n_features))
-        self._colsum = np.empty(self.n_features)
-        self._colcheck = np.empty(self.n_features)
-        self.last_block = self._buffer  # the last chunk as prepared: float64, minus the shift
+        self._sums: _Sums | None = None  # once rows are dropped
+        self._cache: dict = {}  # centred scatter and its eigen-decomposition, until updated
+
+    @property
+    def shift(self) -> np.ndarray | None:
+        """The vector subtracted from every row (None until the first chunk)."""
+        return self.preparer.shift
 
     # -- accumulation ---------------------------------------------------------------------
     def update(self, rows: np.ndarray) -> "SecondMoments":
         """Add a chunk of rows (``(m, d)`` float16/32/64); returns ``self``.
-
-        After the call ``last_block`` holds the chunk as accumulated: float64, L2-normalised if
-        asked, minus the shift.
 
         Raises
         ------
         NonFiniteError
             If the chunk holds NaN or infinite values; the moments are left unchanged.
         """
-        from .._kernels import prepare_rows
+        rows = check_rows(rows, self.n_features)
+        if rows.shape[0] == 0:
+            return self
+        from .._scratch import POOL
 
-        rows = np.asarray(rows)
-        if rows.ndim != 2 or rows.shape[1] != self.n_features:
-            raise InputError(
-                f"rows must have shape (m, {self.n_features}); got {rows.shape}"
-            )
-        if rows.dtype not in FLOAT_DTYPES:
-            raise InputError(
-                f"rows must be float16, float32 or float64; got {rows.dtype} "
-                "(convert with .astype(np.float32))"
-            )
-        m = rows.shape[0]
+        out = POOL.take((rows.shape[0], self.n_features), np.float64)
+        try:
+            return self.add_prepared(self.preparer.prepare(rows, out=out))
+        finally:
+            POOL.give(out)
+
+    def add_prepared(self, chunk: Prepared, shift: np.ndarray | None = None) -> "SecondMoments":
+        """Add a chunk prepared about this accumulator's shift; returns ``self``.
+
+        ``shift`` is the one the chunk was prepared about, when not by ``self.preparer``: it
+        becomes this accumulator's shift if it has none yet, and must equal it otherwise.
+        """
+        z = chunk.z
+        m = z.shape[0]
+        if shift is not None:
+            if self.shift is None:
+                self.preparer.shift = np.array(shift, dtype=np.float64)
+            elif not np.array_equal(shift, self.shift):
+                raise InputError("SecondMoments.add_prepared: the chunk was prepared about "
+                                 "another shift")
         if m == 0:
             return self
-        if rows.dtype == np.float16:  # numba has no float16
-            from .._scratch import widen_float16
-
-            rows = widen_float16(rows, "moments-float16")
-        rows = np.ascontiguousarray(rows)
-        out = self._scratch(m)
-        if self._shift is None and not self.l2_normalize:
-            # the mean of the first chunk's first rows: any shift near the mean keeps the sums
-            # exact (1024 rows put it within ~sigma/32 of the mean, costing ~0.1% cancellation
-            # in the final correction) without a pass over the whole chunk
-            self._shift = rows[:_SHIFT_ROWS].mean(axis=0, dtype=np.float64)
-        first = self._shift is None
-        shift = np.zeros(self.n_features) if first else self._shift
-        colsum = self._colsum
-        has_bad, n_zero = prepare_rows(rows, shift, self.l2_normalize, out, colsum,
-                                       self._colcheck)
-        if has_bad:
-            bad = ~np.isfinite(rows)
-            row, column = np.argwhere(bad)[0]
-            raise NonFiniteError(int(bad.any(axis=1).sum()), int(row), int(column))
-        if first:  # L2-normalised rows: shift by the first chunk's mean once it is known
-            mean = colsum / m
-            out -= mean
-            self._shift = mean
-            colsum = np.zeros(self.n_features)
-        self.zero_norm_rows += int(n_zero)
-        self.last_block = out
+        self._cache.clear()
+        self.zero_norm_rows += chunk.n_zero
         if self._rows is not None and self.count + m <= self.n_features:
-            self._rows.append(out.copy())
+            self._rows.append(z.copy())
         else:
             if self._rows is not None:
                 self._rows_to_sums()
-            self._sum += colsum
-            self._cross += out.T @ out  # numpy dispatches a.T @ a to BLAS syrk
+            sums = self._sums
+            sums.n += m
+            sums.s += chunk.colsum
+            sums.c += z.T @ z  # numpy dispatches a.T @ a to BLAS syrk
+            if self.norms:
+                a = chunk.norms()
+                sums.a += float(a.sum())
+                sums.aa += float(a @ a)
+                sums.w += a @ z
         self.count += m
         return self
 
     def merge(self, other: "SecondMoments") -> "SecondMoments":
         """Combine with the moments of other rows (any split of the data gives the same result).
 
-        Returns ``self``, updated in place (its shift is kept); ``other`` is not modified.
+        Returns ``self``, updated in place (its shift is kept, the other's sums are re-expressed
+        about it); ``other`` is not modified.
         """
-        if other.n_features != self.n_features or other.l2_normalize != self.l2_normalize:
+        if (other.n_features != self.n_features or other.l2_normalize != self.l2_normalize
+                or other.norms != self.norms):
             raise InputError(
                 "cannot merge moments of different shapes or preprocessing: "
                 f"(d={self.n_features}, l2_normalize={self.l2_normalize}) vs "
@@ -183,36 +322,57 @@ class SecondMoments:
         self.zero_norm_rows += other.zero_norm_rows
         if other.count == 0:
             return self
-        if self._shift is None:
-            self._shift = other._shift.copy()
+        self._cache.clear()
+        if self.shift is None:
+            self.preparer.shift = other.shift.copy()
+        offset = other.shift - self.shift
         if (self._rows is not None and other._rows is not None
                 and self.count + other.count <= self.n_features):
-            offset = other._shift - self._shift
             self._rows.extend(r + offset for r in other._rows)
             self.count += other.count
             return self
-        n_a, mean_a, m2_a = self._centered()
-        n_b, mean_b, m2_b = other._centered()
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        mean = mean_a + delta * (n_b / n)
-        m2 = m2_a + m2_b + np.outer(delta, delta) * (n_a * n_b / n)
-        away = mean - self._shift  # back to sums about the kept shift
-        self._rows = None
-        self._sum = n * away
-        self._cross = m2 + n * np.outer(away, away)
-        self.count = n
+        if self._rows is not None:
+            self._rows_to_sums()
+        theirs = other.sums()
+        if offset.any():
+            theirs = theirs.shifted(offset)
+        mine = self._sums
+        mine.n += theirs.n
+        mine.s += theirs.s
+        mine.c += theirs.c
+        if self.norms:
+            mine.a += theirs.a
+            mine.aa += theirs.aa
+            mine.w += theirs.w
+        self.count += other.count
         return self
 
+    def copy(self) -> "SecondMoments":
+        """An independent accumulator with the same state."""
+        out = SecondMoments(self.n_features, l2_normalize=self.l2_normalize, shift=self.shift,
+                            norms=self.norms)
+        return out.merge(self)
+
     # -- results ----------------------------------------------------------------------------
+    def sums(self) -> _Sums:
+        """The sums about the shift (``n``, ``S``, ``C`` and, with ``norms``, the norm sums)."""
+        if self._rows is None:
+            return self._sums
+        y = np.concatenate(self._rows) if self._rows else np.zeros((0, self.n_features))
+        out = _Sums(y.shape[0], y.sum(axis=0), y.T @ y)
+        if self.norms:
+            a = np.einsum("ij,ij->i", y, y)
+            out.a, out.aa, out.w = float(a.sum()), float(a @ a), a @ y
+        return out
+
     @property
     def mean(self) -> np.ndarray:
         """Mean row, float64 ``(d,)``."""
-        return self._centered()[1]
+        return self.centered()[1]
 
     def scatter(self, center: bool = True) -> np.ndarray:
         """``Yc^T Yc`` (centred) or ``Y^T Y`` (not centred), float64 ``(d, d)``."""
-        n, mean, m2 = self._centered()
+        n, mean, m2 = self.centered()
         if center:
             return m2
         return m2 + n * np.outer(mean, mean)
@@ -238,7 +398,7 @@ class SecondMoments:
         denominator = self.count - 1 if center else self.count
         if self._rows is not None:
             y = np.concatenate(self._rows)
-            y = y - y.mean(axis=0) if center else y + self._shift
+            y = y - y.mean(axis=0) if center else y + self.shift
             matrix = y @ y.T
         else:
             matrix = self.scatter(center)
@@ -249,22 +409,21 @@ class SecondMoments:
         full[full < top * matrix.shape[0] * np.finfo(np.float64).eps] = 0.0
         return full
 
-    # -- internals --------------------------------------------------------------------------
-    def _scratch(self, m: int) -> np.ndarray:
-        if self._buffer.shape[0] < m:
-            from .._scratch import scratch
+    def centered(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """(count, mean, centred scatter) of the rows so far (cached until the next update)."""
+        if "centered" not in self._cache:
+            self._cache["centered"] = self._centered()
+        return self._cache["centered"]
 
-            self._buffer = scratch("moments", (m, self.n_features), np.float64)
-        return self._buffer[:m]
-
-    def _rows_to_sums(self) -> None:
-        y = np.concatenate(self._rows) if self._rows else np.zeros((0, self.n_features))
-        self._rows = None
-        self._sum = y.sum(axis=0)
-        self._cross = y.T @ y
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """Descending eigen-decomposition ``(lam, vectors)`` of the centred scatter (cached):
+        a teacher's is computed once for every student compared with it."""
+        if "eigh" not in self._cache:
+            lam, vec = np.linalg.eigh(self.centered()[2])
+            self._cache["eigh"] = (lam[::-1], vec[:, ::-1])
+        return self._cache["eigh"]
 
     def _centered(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """(count, mean, centred scatter) of the rows so far."""
         d = self.n_features
         if self.count == 0:
             return 0, np.zeros(d), np.zeros((d, d))
@@ -272,10 +431,29 @@ class SecondMoments:
             y = np.concatenate(self._rows)
             mean_shifted = y.mean(axis=0)
             yc = y - mean_shifted
-            return self.count, self._shift + mean_shifted, yc.T @ yc
-        mean_shifted = self._sum / self.count
-        m2 = self._cross - np.outer(self._sum, mean_shifted)
-        return self.count, self._shift + mean_shifted, m2
+            return self.count, self.shift + mean_shifted, yc.T @ yc
+        sums = self._sums
+        mean_shifted = sums.s / self.count
+        m2 = sums.c - np.outer(sums.s, mean_shifted)
+        return self.count, self.shift + mean_shifted, m2
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the accumulated state."""
+        if self._rows is not None:
+            return sum(r.nbytes for r in self._rows)
+        held = self._sums.s.nbytes + self._sums.c.nbytes
+        return held + (self._sums.w.nbytes if self._sums.w is not None else 0)
+
+    # -- internals --------------------------------------------------------------------------
+    def _rows_to_sums(self) -> None:
+        rows_mode = self._rows is not None and bool(self._rows)
+        self._sums = self.sums() if rows_mode else _Sums(
+            0, np.zeros(self.n_features), np.zeros((self.n_features, self.n_features)),
+            0.0, 0.0, np.zeros(self.n_features) if self.norms else None)
+        if self.norms and self._sums.w is None:
+            self._sums.w = np.zeros(self.n_features)
+        self._rows = None
 
     def _require_two(self) -> None:
         if self.count < 2:

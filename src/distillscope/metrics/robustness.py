@@ -10,7 +10,8 @@ them (``robustness_analysis``). Definitions: ``docs/metrics.md`` section 5.
   (lbfgs, C = 1, max_iter = 2000) fitted on L2-normalised clean training features, scored on
   the L2-normalised test features of each condition.
 * kNN accuracy: majority vote of the k = 10 nearest clean training features by cosine similarity
-  (scikit-learn ``KNeighborsClassifier``, brute force).
+  (the blocked similarity pass of ``distillscope.metrics.neighbours``; ties to the lower index,
+  the vote's ties to the smallest label, as scikit-learn's ``KNeighborsClassifier``).
 * Frequency response: the relative drift under noise restricted to one radial band, divided by
   the model's mean drift over the bands, so that models of different widths and sensitivities
   compare by the shape of their response (a low-pass model: low > mid > high).
@@ -23,18 +24,22 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .._errors import InputError
-from .alignment import _unit_rows
+from .alignment import linear_cka
+from .neighbours import KNN_K, Samples, cross_neighbours, knn_vote, unit_rows
+from .registry import CLEAN_CONDITION, Metric, metric, register
 
-__all__ = ["DriftAccumulator", "frequency_response", "knn_accuracy", "probe_accuracy",
+__all__ = ["DriftAccumulator", "Probes", "frequency_response", "knn_accuracy", "probe_accuracy",
            "relative_drift", "PROBE", "KNN_K"]
 
 #: the linear-probe recipe of arXiv 2603.06698
 PROBE = {"solver": "lbfgs", "C": 1.0, "max_iter": 2000}
-KNN_K = 10
 
 
 class DriftAccumulator:
-    """Mergeable sums of the per-sample relative drift, fed with (clean, noisy) blocks."""
+    """Mergeable sums of the per-sample relative drift, fed with (clean, noisy) blocks.
+
+    Attributes ``total``, ``squared``, ``count``, ``zero_norm`` are plain numbers (picklable).
+    """
 
     def __init__(self) -> None:
         self.total = 0.0
@@ -95,7 +100,7 @@ def relative_drift(clean, noisy) -> float:
 
 
 def _unit(x) -> np.ndarray:
-    return _unit_rows(np.asarray(x), np.float64)
+    return unit_rows(np.asarray(x), np.float64)
 
 
 def _as_float64(x) -> np.ndarray:
@@ -164,16 +169,20 @@ def knn_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple],
                  k: int = KNN_K) -> dict | list:
     """Accuracy of a k-nearest-neighbour vote (cosine similarity) against clean training features.
 
-    Ties of the vote go to the smallest label (scikit-learn's ``KNeighborsClassifier``).
+    Neighbours by ``neighbours.cross_neighbours`` (ties to the lower index), ties of the vote to
+    the smallest label (scikit-learn's ``KNeighborsClassifier``). Similarities are float64 for
+    float64 features, float32 otherwise.
     """
-    from sklearn.neighbors import KNeighborsClassifier
-
     train_x, train_y = _check_xy(train_x, train_y, "kNN training set")
     if not 1 <= k <= train_x.shape[0]:
         raise InputError(f"k must be in 1..{train_x.shape[0]} (training samples); got {k}")
-    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
-    knn.fit(_as_float64(train_x), train_y)
-    return _score(lambda x: knn.predict(_as_float64(x)), tests, "kNN")
+    dtype = np.float64 if train_x.dtype == np.float64 else np.float32
+    reference = unit_rows(train_x, dtype)
+
+    def predict(x):
+        return knn_vote(cross_neighbours(unit_rows(x, dtype), reference, k), train_y)
+
+    return _score(predict, tests, "kNN")
 
 
 def frequency_response(band_drift: Mapping[str, float] | Sequence[float]) -> np.ndarray:
@@ -194,3 +203,101 @@ def frequency_response(band_drift: Mapping[str, float] | Sequence[float]) -> np.
                         else band_drift, dtype=np.float64)
     mean = values.mean()
     return values / mean if mean > 0 else np.full_like(values, np.nan)
+
+
+class Probes:
+    """The samples a linear probe and a kNN vote need, for one model and layer.
+
+    Parameters
+    ----------
+    clean : Samples
+        The clean condition's pooled rows (all samples).
+    conditions : mapping of condition name -> Samples
+        Every condition's pooled rows, the clean one included.
+    labels : ndarray (n,)
+    split : (train_mask, test_mask)
+        Boolean masks over the samples.
+
+    The probe is fitted once, on the clean training rows, and scored on every condition's test
+    rows (arXiv 2603.06698); so is the kNN vote (the clean condition's neighbours come from its
+    shared similarity pass, the others' from one query-against-training pass each).
+    """
+
+    def __init__(self, clean: Samples, conditions: Mapping[str, Samples], labels: np.ndarray,
+                 split: tuple[np.ndarray, np.ndarray]):
+        self.clean = clean
+        self.conditions = dict(conditions)
+        self.labels = np.asarray(labels)
+        self.train, self.test = split
+        self.info: dict = {}
+        self._cache: dict = {}
+
+    def accuracy(self, C: float = PROBE["C"], max_iter: int = PROBE["max_iter"]) -> dict:
+        """Probe accuracy per condition (cached); ``info`` gets ``n_iter`` and ``converged``."""
+        key = ("probe", C, max_iter)
+        if key not in self._cache:
+            y_train, y_test = self.labels[self.train], self.labels[self.test]
+            tests = {c: (s.values[self.test], y_test) for c, s in self.conditions.items()}
+            self._cache[key], self.info = probe_accuracy(
+                self.clean.values[self.train], y_train, tests, C=C, max_iter=max_iter)
+        return self._cache[key]
+
+    def knn(self, k: int = KNN_K) -> dict:
+        """kNN-vote accuracy per condition (cached)."""
+        key = ("knn", k)
+        if key not in self._cache:
+            train_labels = self.labels[self.train]
+            y_test = self.labels[self.test]
+            k = min(k, int(np.count_nonzero(self.train)))
+            reference = self.clean.unit()[self.train]
+            out = {}
+            for name, samples in self.conditions.items():
+                if samples is self.clean:
+                    neighbours = self.clean.train_neighbours(k, (self.train, self.test))
+                    predicted = knn_vote(neighbours, self.labels)
+                else:
+                    neighbours = cross_neighbours(samples.unit()[self.test], reference, k)
+                    predicted = knn_vote(neighbours, train_labels)
+                out[name] = float(np.mean(predicted == y_test))
+            self._cache[key] = out
+        return self._cache[key]
+
+
+# ------------------------------------------------------------------------------- declarations
+_DRIFT = "mean_i ||f(x~_i) - f(x_i)|| / ||f(x_i)|| of pooled features against the clean condition"
+register(Metric(
+    name="feature_drift", long_name="relative feature drift", units="1", takes=CLEAN_CONDITION,
+    statistic="drift", compute=lambda drift: drift.mean, function=relative_drift,
+    anchor="robustness-from-features", family="robustness", at_reference=0.0,
+    tables={"robustness": "drift"}, definition=_DRIFT))
+register(Metric(
+    name="feature_drift_std", long_name="spread of the relative feature drift", units="1",
+    takes=CLEAN_CONDITION, statistic="drift", compute=lambda drift: drift.std,
+    anchor="robustness-from-features", family="robustness", at_reference=0.0,
+    definition="sample standard deviation over samples of the per-sample relative drift"))
+register(Metric(
+    name="cka_clean_noisy", long_name="linear CKA, clean against the condition", units="1",
+    takes=CLEAN_CONDITION, statistic="pair", compute=linear_cka, function=linear_cka,
+    anchor="robustness-from-features", family="robustness", at_reference=1.0,
+    source="Kornblith et al., arXiv 1905.00414", tables={"robustness": "CKA(clean)"},
+    definition="linear CKA between a layer's clean and corrupted features (Kornblith et al. 2019)"))
+register(Metric(
+    name="cka_clean_noisy_debiased", long_name="debiased linear CKA, clean against the condition",
+    units="1", takes=CLEAN_CONDITION, statistic="pair", family="robustness", at_reference=1.0,
+    compute=lambda pair: linear_cka(pair, debiased=True), anchor="robustness-from-features",
+    source="Song et al. 2012, arXiv 0704.2668",
+    definition="linear CKA with unbiased HSIC (Song et al. 2012)"))
+metric("probe_accuracy", long_name="linear-probe accuracy", units="1", takes=CLEAN_CONDITION,
+       statistic="probes", family="robustness", anchor="robustness-from-features",
+       source="arXiv 2603.06698", params={"C": PROBE["C"], "max_iter": PROBE["max_iter"]},
+       compute=lambda probes, C, max_iter: probes.accuracy(C, max_iter),
+       tables={"robustness": "probe acc"},
+       definition="LogisticRegression(lbfgs, C=1, max_iter=2000) fitted on L2-normalised clean "
+                  "train features, scored on the condition's L2-normalised test features "
+                  "(arXiv 2603.06698)")(probe_accuracy)
+metric("knn_accuracy", long_name="kNN accuracy", units="1", takes=CLEAN_CONDITION,
+       statistic="probes", family="robustness", anchor="robustness-from-features",
+       params={"k": KNN_K}, needs=lambda k: {"train_knn": k},
+       compute=lambda probes, k: probes.knn(k), tables={"robustness": "kNN acc"},
+       definition=f"majority vote of the {KNN_K} most cosine-similar clean train features, "
+                  "scored on the condition's test features")(knn_accuracy)

@@ -90,7 +90,7 @@ def _cell(value, fmt: str = "{:.3f}") -> str:
 
 
 def _headline(results: xr.Dataset) -> str:
-    from ..plot import _reference
+    from ..plot import reference_condition as _reference
 
     kinds = list(results["condition_kind"].values)
     clean = _reference(results, None)
@@ -147,7 +147,7 @@ def _paper(results: xr.Dataset) -> str:
 
     if results.attrs.get("convention") != "arxiv_2603_06698" or "embedding" not in results.layer.values:
         return ""
-    from ..plot import _reference
+    from ..plot import reference_condition as _reference
 
     kinds = list(results["condition_kind"].values)
     if "clean" not in kinds:

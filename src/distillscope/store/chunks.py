@@ -1,100 +1,201 @@
-"""Reading a dataset's chunks straight from the file, checksums verified in numba."""
+"""Reading sample ranges of a dataset: chunk by chunk where the layout allows, h5py otherwise.
+
+``DatasetReader`` reads consecutive ranges ``[start, stop)`` of one dataset into buffers lent by
+the scratch pool, every row exactly once over a pass, whatever the block size.
+
+Where a dataset is chunked along samples only, stored little-endian, filtered by fletcher32
+alone (or not at all), and every chunk was written with its filter applied, each chunk's bytes
+come straight from ``H5Dread_chunk`` (``Dataset.id.read_direct_chunk``, no second file
+descriptor; HDF5 resolves the address, user block included) and the checksum is verified by
+HDF5's exact algorithm in numba, accepting the byte-swapped variant HDF5 itself accepts from
+files of before 1.6.3. This skips HDF5's filter pipeline, which copies every chunk twice and
+checksums at a quarter of the speed (``docs/performance.md``). A chunk that straddles two blocks
+is read once, kept, and finishes the next block. Anything else (contiguous storage, other
+filters, big-endian or otherwise non-native floats, no JIT) reads through h5py, which decodes
+it. Chunks that were never written are an error naming the samples, in either path: HDF5
+would return its fill value, and a store with unwritten rows is not a store a writer finished.
+"""
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 
 from .._errors import StoreError
+from .._scratch import POOL, cast_into
+from .schema import first_line
 
-if TYPE_CHECKING:
-    from .reader import Store
+__all__ = ["DatasetReader", "ChunkReader", "chunk_table"]
 
-__all__ = ["ChunkReader"]
+
+def chunk_table(ds: h5py.Dataset) -> dict[int, tuple[int, int]] | None:
+    """For a dataset chunked along samples only: first row of each stored chunk -> (filter
+    mask, stored size). None for other layouts (contiguous, chunked along features)."""
+    if ds.chunks is None or tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
+        return None
+    table: dict[int, tuple[int, int]] = {}
+    ds.id.chunk_iter(lambda info: table.__setitem__(info.chunk_offset[0],
+                                                    (info.filter_mask, info.size)))
+    return table
+
+
+def missing_rows(ds: h5py.Dataset, table: dict[int, tuple[int, int]] | None) -> tuple[int, int] | None:
+    """The first range of samples whose chunk was never written, or None."""
+    if table is None or ds.shape[0] == 0:
+        return None
+    rows = ds.chunks[0]
+    for first in range(0, ds.shape[0], rows):
+        if first not in table:
+            return first, min(ds.shape[0], first + rows) - 1
+    return None
 
 
 class ChunkReader:
-    """Reads a dataset's chunks straight from the file, verifying fletcher32 in numba.
+    """Direct chunk reads of one dataset whose layout allows them (see the module docstring)."""
 
-    Used when the dataset is chunked along samples only, stored little-endian, filtered by
-    fletcher32 alone (or nothing), every chunk written with its filter applied, and blocks are
-    whole chunks. Each chunk's bytes go by ``preadv`` directly into the caller's block (the edge
-    chunk through a scratch buffer) and its checksum is verified with HDF5's exact algorithm,
-    accepting the byte-swapped variant HDF5 itself accepts from files of before 1.6.3. This
-    skips HDF5's filter pipeline, which copies every chunk twice and checksums at a quarter of
-    the speed (docs/performance.md). Anything else reads through h5py.
-    """
-
-    def __init__(self, store: "Store", ds: h5py.Dataset, chunk_rows: int, row_bytes: int,
-                 verify: bool, chunks: dict[int, tuple[int, int]]):
-        self.fd = store._raw_fd
-        self.store = store
+    def __init__(self, ds: h5py.Dataset, verify: bool, where: tuple[Path, str]):
+        self.ds = ds
         self.n = ds.shape[0]
-        self.chunk_rows = chunk_rows
-        self.row_bytes = row_bytes
+        self.chunk_rows = ds.chunks[0]
+        self.row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:]))
+        self.data_bytes = self.chunk_rows * self.row_bytes
+        self.stored_bytes = self.data_bytes + (4 if verify else 0)
         self.verify = verify
-        self.chunks = chunks
-        self.scratch = np.empty(chunk_rows * row_bytes + 4, dtype=np.uint8)
-        self.tail = np.empty(4, dtype=np.uint8)
+        self.where = where
+        self._chunk = np.empty(self.stored_bytes, np.uint8)  # a chunk that straddles blocks
+        self._cached: int | None = None
+        self.chunks_read = 0
 
     @classmethod
-    def open(cls, store: "Store", ds: h5py.Dataset, rows: int) -> "ChunkReader | None":
-        import sys
+    def open(cls, ds: h5py.Dataset, table, where: tuple[Path, str]) -> "ChunkReader | None":
+        """A direct reader when ``ds``'s layout allows one, else None."""
+        from .._kernels import jit_enabled
 
-        if ds.chunks is None or tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
-            return None
-        chunk_rows = ds.chunks[0]
-        if rows % chunk_rows or sys.byteorder != "little" or ds.dtype.byteorder == ">":
+        if table is None or not jit_enabled() or sys.byteorder != "little":
+            return None  # without the JIT the checksum kernel would run byte by byte
+        if ds.dtype.byteorder == ">" or ds.dtype.kind != "f":
             return None
         plist = ds.id.get_create_plist()
         filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
         if filters not in ([], [h5py.h5z.FILTER_FLETCHER32]):
             return None
-        row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:]))
-        expected = chunk_rows * row_bytes + (4 if filters else 0)
-        chunks = {}
-        for i in range(ds.id.get_num_chunks()):
-            info = ds.id.get_chunk_info(i)
-            if info.filter_mask != 0 or info.size != expected:
-                return None
-            chunks[info.chunk_offset[0]] = (info.byte_offset, info.size)
-        if len(chunks) != -(-ds.shape[0] // chunk_rows):
-            return None  # unwritten chunks: let HDF5 supply the fill value
-        return cls(store, ds, chunk_rows, row_bytes, bool(filters), chunks)
+        reader = cls(ds, bool(filters), where)
+        if any(mask != 0 or size != reader.stored_bytes for mask, size in table.values()):
+            return None  # a chunk stored without its filter, or of another size
+        return reader
 
-    def read(self, start: int, stop: int, block: np.ndarray, where: str) -> None:
+    def read(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows ``start:stop`` into ``out`` (a byte buffer of at least ``(stop - start) *
+        row_bytes + 4`` bytes: a chunk's checksum lands just past its rows, then moves)."""
+        first = start // self.chunk_rows
+        for c in range(first, (stop - 1) // self.chunk_rows + 1):
+            row0 = c * self.chunk_rows
+            rows_here = min(self.chunk_rows, self.n - row0)
+            lo, hi = max(start, row0), min(stop, row0 + rows_here)
+            target = (lo - start) * self.row_bytes
+            whole = lo == row0 and hi == row0 + rows_here and rows_here == self.chunk_rows
+            if whole:
+                region = out[target:target + self.stored_bytes]
+                self._read_chunk(c, region)
+                continue
+            if self._cached != c:
+                self._read_chunk(c, self._chunk)
+                self._cached = c
+            part = self._chunk[(lo - row0) * self.row_bytes:(hi - row0) * self.row_bytes]
+            out[target:target + part.size] = part
+
+    def _read_chunk(self, c: int, region: np.ndarray) -> None:
         from .._kernels import fletcher32
 
-        flat = block.reshape(-1).view(np.uint8)
-        for row0 in range(start, stop, self.chunk_rows):
-            offset, size = self.chunks[row0]
-            rows_here = min(self.chunk_rows, self.n - row0)
-            data_bytes = self.chunk_rows * self.row_bytes
-            if rows_here == self.chunk_rows:
-                lo = (row0 - start) * self.row_bytes
-                target = flat[lo:lo + data_bytes]
-                parts = [target, self.tail] if self.verify else [target]
-            else:
-                target = self.scratch[:data_bytes]
-                parts = [self.scratch[:size]]
-            got = os.preadv(self.fd, parts, offset)
-            if got != size:
-                raise StoreError(self.store.path, where, f"chunk at samples {row0}.. is cut short "
-                                 f"({got} of {size} bytes); the file is truncated")
-            if self.verify:
-                stored = (self.tail if rows_here == self.chunk_rows
-                          else self.scratch[data_bytes:data_bytes + 4])
-                value = int.from_bytes(bytes(stored), "little")
-                computed = fletcher32(target)
-                swapped = ((computed & 0x00FF00FF) << 8) | ((computed >> 8) & 0x00FF00FF)
-                if value not in (computed, swapped):
-                    raise StoreError(self.store.path, where, f"cannot read samples {row0}.."
-                                     f"{row0 + rows_here - 1} (fletcher32 checksum mismatch); "
-                                     "the file is damaged: re-extract or restore it")
-            if rows_here != self.chunk_rows:
-                lo = (row0 - start) * self.row_bytes
-                flat[lo:lo + rows_here * self.row_bytes] = target[:rows_here * self.row_bytes]
+        row0 = c * self.chunk_rows
+        offsets = (row0,) + (0,) * (self.ds.ndim - 1)
+        try:
+            self.ds.id.read_direct_chunk(offsets, out=region)
+        except (OSError, ValueError) as err:
+            raise StoreError(*self.where, f"cannot read the chunk of samples {row0}.. "
+                             f"({first_line(err)}); the file is damaged or truncated: "
+                             "re-extract or restore it") from None
+        self.chunks_read += 1
+        if self.verify:
+            data = region[:self.data_bytes]
+            value = int.from_bytes(bytes(region[self.data_bytes:self.stored_bytes]), "little")
+            computed = fletcher32(data)
+            swapped = ((computed & 0x00FF00FF) << 8) | ((computed >> 8) & 0x00FF00FF)
+            if value not in (computed, swapped):
+                last = min(self.n, row0 + self.chunk_rows) - 1
+                raise StoreError(*self.where, f"cannot read samples {row0}..{last} (fletcher32 "
+                                 "checksum mismatch); the file is damaged: re-extract or "
+                                 "restore it")
 
+
+class DatasetReader:
+    """Consecutive sample ranges of one dataset, as native arrays lent by the scratch pool.
+
+    Parameters
+    ----------
+    ds : h5py.Dataset
+    where : (file, HDF5 path)
+        Named in errors.
+    widen : bool
+        float16 comes back as float32 (exact; numpy computes faster on float32).
+
+    Each ``read`` returns an array the caller gives back with ``done`` (or keeps: then the pool
+    never sees it again). ``rows_read`` counts the rows taken from the file.
+    """
+
+    def __init__(self, ds: h5py.Dataset, where: tuple[Path, str], *, widen: bool = True,
+                 pool=POOL):
+        self.ds = ds
+        self.where = where
+        self.pool = pool
+        self.native = ds.dtype.newbyteorder("=")
+        self.out_dtype = np.dtype(np.float32) if widen and self.native == np.float16 \
+            else self.native
+        self.sample_shape = tuple(ds.shape[1:])
+        self.row_bytes = self.native.itemsize * int(np.prod(self.sample_shape))
+        table = chunk_table(ds)
+        gap = missing_rows(ds, table)
+        if gap is not None:
+            raise StoreError(*where, f"samples {gap[0]}..{gap[1]} were never written (their "
+                             "chunk is missing; HDF5 would read its fill value): the writer did "
+                             "not finish; re-extract the store")
+        self.direct = ChunkReader.open(ds, table, where)
+        self.rows_read = 0
+        self._raw_of: dict[int, np.ndarray] = {}  # id(typed view) -> the byte buffer lent
+        self.on_read = lambda rows: None  # the store counts reads per dataset
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as an ``(m, *sample_shape)`` array of ``out_dtype``."""
+        m = stop - start
+        raw = self.pool.take((m * self.row_bytes + 4,), np.uint8)  # + a checksum's landing
+        block = raw[:m * self.row_bytes].view(self.native).reshape(m, *self.sample_shape)
+        try:
+            if self.direct is not None:
+                self.direct.read(start, stop, raw)
+            else:
+                self.ds.read_direct(block, np.s_[start:stop], np.s_[0:m])
+        except OSError as err:
+            self.pool.give(raw)
+            raise StoreError(*self.where, f"cannot read samples {start}..{stop - 1} "
+                             f"({first_line(err)}); the file is damaged: re-extract or restore "
+                             "it") from None
+        except BaseException:
+            self.pool.give(raw)
+            raise
+        self.rows_read += m
+        self.on_read(m)
+        if self.out_dtype == self.native:
+            self._raw_of[id(block)] = raw
+            return block
+        wide = self.pool.take(block.shape, self.out_dtype)
+        cast_into(block, wide)
+        self.pool.give(raw)
+        return wide
+
+    def done(self, block: np.ndarray) -> None:
+        """Give a block returned by ``read`` back to the pool."""
+        raw = self._raw_of.pop(id(block), None)
+        self.pool.give(raw if raw is not None else block)

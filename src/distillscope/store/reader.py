@@ -10,8 +10,7 @@ import h5py
 import numpy as np
 
 from .._errors import StoreError
-from .._scratch import cast_into, scratch
-from .chunks import ChunkReader
+from .chunks import DatasetReader
 from .schema import (BLOCK_FLOAT64_BYTES, BLOCK_MAX_ROWS, LayerInfo, ModelInfo, first_line,
                      layer_info, nonfinite_message, plain_attr, validate_structure)
 
@@ -38,8 +37,6 @@ class Store:
     def __init__(self, path: Path, file: h5py.File):
         self.path = path
         self._file = file
-        # chunks are read straight from the file when the layout allows (docs/store-format.md)
-        self._raw_fd = os.open(path, os.O_RDONLY) if file.driver == "sec2" else None
         self.attrs = {k: plain_attr(v) for k, v in file.attrs.items()}
         self.n_samples = int(file["samples/id"].shape[0])
         self.sample_ids = file["samples/id"][()]
@@ -57,6 +54,8 @@ class Store:
                 name=name, role=attrs.pop("role"), architecture=str(attrs.pop("architecture")),
                 n_params=int(attrs.pop("n_params")), attrs=attrs,
             )
+        #: rows read from the file per dataset path, over every reader of this store
+        self.rows_read: dict[str, int] = {}
 
     def layers(self, model: str, condition: str) -> dict[str, LayerInfo]:
         """The layers stored for one model under one condition."""
@@ -71,61 +70,41 @@ class Store:
             for condition in self.conditions:
                 yield from self.layers(model, condition).values()
 
-    def _raw_reader(self, ds: h5py.Dataset, rows: int) -> "ChunkReader | None":
-        """A direct reader of ``ds``'s chunks when its layout allows one, else None.
+    def reader(self, info: LayerInfo, *, widen: bool = True) -> DatasetReader:
+        """A reader of consecutive sample ranges of one layer (``store.chunks``)."""
+        reader = DatasetReader(self._file[info.path], (self.path, info.path), widen=widen)
+        reader.on_read = lambda m, path=info.path: self.rows_read.__setitem__(
+            path, self.rows_read.get(path, 0) + m)
+        return reader
 
-        Not with ``NUMBA_DISABLE_JIT=1``: the checksum kernel would run as Python, byte by byte.
-        """
-        from .._kernels import jit_enabled
-
-        if self._raw_fd is None or not jit_enabled():
-            return None
-        return ChunkReader.open(self, ds, rows)
+    def default_rows(self, info: LayerInfo) -> int:
+        """Rows per block when streaming one layer alone: at most 16384 samples and 128 MiB once
+        converted to float64 (``docs/performance.md``)."""
+        row_bytes = 8 * int(np.prod(info.shape[1:]))
+        return max(1, min(BLOCK_MAX_ROWS, BLOCK_FLOAT64_BYTES // max(row_bytes, 1)))
 
     def iter_chunks(self, info: LayerInfo, rows: int | None = None, *,
                     widen: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start, block)`` over the samples of a layer, in whole HDF5 chunks.
+        """Yield ``(start, block)`` over the samples of a layer, each read once.
 
-        ``rows`` defaults to at most 16384 samples and 128 MiB once converted to float64,
-        rounded to a multiple of the HDF5 chunk rows. With ``widen``, float16 layers come as
-        float32 blocks (exact; about 3x faster than numpy's cast, and numpy computes faster on
-        float32 than on float16); other dtypes as stored.
-        Each block is a view of one reused buffer, valid until the next step: copy it to keep
-        it. Checksum failures and read errors become StoreError naming the file and path.
+        ``rows`` defaults to ``default_rows``. With ``widen``, float16 layers come as float32
+        blocks (exact; about 3x faster than numpy's cast, and numpy computes faster on float32
+        than on float16); other dtypes as stored (big-endian converted to native). Each block is
+        a buffer reused for the next step: copy it to keep it. Checksum failures and read errors
+        become StoreError naming the file and path.
         """
-        ds = self._file[info.path]
-        n = ds.shape[0]
-        if rows is None:
-            row_bytes = 8 * int(np.prod(ds.shape[1:]))
-            chunk_rows = ds.chunks[0] if ds.chunks else 1
-            rows = min(BLOCK_MAX_ROWS, BLOCK_FLOAT64_BYTES // max(row_bytes, 1))
-            rows = max(chunk_rows, rows // chunk_rows * chunk_rows)
-        buffer = scratch("store-read", (min(rows, n), *ds.shape[1:]), ds.dtype)
-        raw = self._raw_reader(ds, rows)
-        wide = (scratch("store-widen", buffer.shape, np.float32)
-                if widen and ds.dtype == np.float16 else None)
-        for start in range(0, n, rows):
-            stop = min(n, start + rows)
-            block = buffer[: stop - start]
+        reader = self.reader(info, widen=widen)
+        rows = rows or self.default_rows(info)
+        for start in range(0, info.shape[0], rows):
+            block = reader.read(start, min(info.shape[0], start + rows))
             try:
-                if raw is not None:
-                    raw.read(start, stop, block, info.path)
-                else:
-                    ds.read_direct(block, np.s_[start:stop], np.s_[0:stop - start])
-            except OSError as err:
-                raise StoreError(
-                    self.path, info.path,
-                    f"cannot read samples {start}..{stop - 1} ({first_line(err)}); the file is "
-                    "damaged: re-extract or restore it",
-                ) from None
-            if wide is not None:
-                cast_into(block, wide[: stop - start])
-                block = wide[: stop - start]
-            yield start, block
+                yield start, block
+            finally:
+                reader.done(block)
 
     def read(self, info: LayerInfo) -> np.ndarray:
-        """A whole layer in memory, in its stored dtype."""
-        out = np.empty(info.shape, dtype=info.dtype)
+        """A whole layer in memory, in its stored dtype (native byte order)."""
+        out = np.empty(info.shape, dtype=info.dtype.newbyteorder("="))
         for start, block in self.iter_chunks(info):
             out[start:start + block.shape[0]] = block
         return out
@@ -147,9 +126,6 @@ class Store:
 
     def close(self) -> None:
         self._file.close()
-        if self._raw_fd is not None:
-            os.close(self._raw_fd)
-            self._raw_fd = None
 
     def __enter__(self) -> "Store":
         return self

@@ -158,7 +158,7 @@ def layer_info(model: str, condition: str, layer: str, ds: h5py.Dataset) -> Laye
     grid = tuple(int(g) for g in ds.attrs["grid"]) if "grid" in ds.attrs else None
     prefix = int(ds.attrs["num_prefix_tokens"]) if "num_prefix_tokens" in ds.attrs else None
     return LayerInfo(model, condition, layer, str(plain_attr(ds.attrs.get("kind", ""))), ds.shape,
-                     ds.dtype, ds.chunks, grid, prefix)
+                     ds.dtype.newbyteorder("="), ds.chunks, grid, prefix)
 
 
 def nonfinite_message(n_nan: int, n_inf: int, sample: int, sample_id: int,
@@ -234,7 +234,7 @@ def _validate_layer(path: Path, where: str, ds: h5py.Dataset, n: int) -> None:
 
     if not isinstance(ds, h5py.Dataset):
         fail("expected a dataset of activations, found a group")
-    if ds.dtype not in FLOAT_DTYPES:
+    if ds.dtype.newbyteorder("=") not in FLOAT_DTYPES:  # any byte order: read as native
         fail(f"dtype {ds.dtype} is not float16/32/64; store activations as floating point")
     if ds.shape[0] != n:
         fail(f"holds {ds.shape[0]} samples but /samples/id has {n}; every model must cover "

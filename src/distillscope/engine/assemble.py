@@ -1,0 +1,235 @@
+"""The results Dataset: variables, coordinates and attributes generated from the registry.
+
+Every chosen metric becomes a variable (the effective-rank estimators share ``effective_rank``
+along ``estimator``) with the dimensions of what it takes plus its own, filled where computed and
+at the metric's fill value elsewhere, and the attributes of its declaration: ``long_name``,
+``units``, ``definition``, ``source``, ``reference`` (the ``docs/metrics.md`` anchor) and its
+parameters. A variable whose structure is absent from the selection (no teacher and student, no
+map layer, no clean condition, no family of seeds) is left out. The layout is documented in
+``docs/results-format.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+
+import numpy as np
+import xarray as xr
+
+from .._version import __version__
+from ..metrics.alignment import N_ANGLES, N_FOLDS, RIDGE
+from ..metrics.frequency import BANDS, RADIAL_BINS, radial_profile
+from ..metrics.neighbours import KNN_K
+from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES,
+                                TEACHER_STUDENT, Metric, by_variable)
+from ..metrics.robustness import PROBE
+from .finalize import Values
+from .plan import Plan
+
+__all__ = ["assemble"]
+
+
+def _present(plan: Plan, metric: Metric) -> bool:
+    """Whether the selection has the structure the metric takes."""
+    if metric.takes == TEACHER_STUDENT:
+        return bool(plan.pairs)
+    if metric.takes == CLEAN_CONDITION:
+        return plan.reference_condition in plan.conditions
+    if metric.takes == FAMILY:
+        return bool(plan.families)
+    if metric.statistic == "maps":
+        return bool(plan.needs["maps"])
+    return True
+
+
+def _indexers(plan: Plan) -> dict[str, dict]:
+    position = {name: {v: i for i, v in enumerate(values)} for name, values in (
+        ("model", plan.models), ("condition", plan.conditions), ("layer", plan.layers),
+        ("student", plan.students), ("teacher_layer", plan.teacher_layers),
+        ("student_layer", plan.student_layers), ("family", list(plan.families)))}
+    return {takes: [position[d] for d in dims] for takes, dims in TAKES.items() if dims}
+
+
+def _array(shape: tuple[int, ...], fill) -> np.ndarray:
+    if isinstance(fill, (bool, np.bool_)):
+        return np.full(shape, bool(fill))
+    if isinstance(fill, str):
+        return np.full(shape, fill, dtype=object)
+    if isinstance(fill, (int, np.integer)):
+        return np.full(shape, fill, dtype=np.int64)
+    return np.full(shape, fill, dtype=np.float64)
+
+
+def _core_sizes(plan: Plan, values: Values) -> dict[str, int]:
+    longest = max((np.size(v) for v in values.entries.get("relative_log_amplitude", {}).values()),
+                  default=0)
+    return {"component": max(r.width for r in plan.reps.values()), "angle": N_ANGLES,
+            "band": len(BANDS), "radius": RADIAL_BINS, "diagonal_step": longest}
+
+
+def _attributes(metric: Metric, plan: Plan) -> dict:
+    attrs = {"long_name": metric.long_name, "units": metric.units,
+             "definition": metric.definition, "reference": f"docs/metrics.md#{metric.anchor}"}
+    if metric.source:
+        attrs["source"] = metric.source
+    for name, value in metric.arguments(plan.convention).items():
+        if isinstance(value, (bool, int, float, str)) and value is not None:
+            attrs[name] = int(value) if isinstance(value, bool) else value
+    return attrs
+
+
+def _variable(plan: Plan, values: Values, group: list[Metric], sizes: dict, index: dict):
+    first = group[0]
+    shared = first.coordinate is not None
+    dims = TAKES[first.takes] + ((first.coordinate,) if shared else ()) + first.dims
+    base = tuple(len(position) for position in index[first.takes])
+    shape = base + ((len(group),) if shared else ()) + tuple(sizes[d] for d in first.dims)
+    array = _array(shape, first.fill)
+    for j, metric in enumerate(group):
+        for entry, value in values.entries.get(metric.name, {}).items():
+            at = tuple(position[e] for position, e in zip(index[first.takes], entry))
+            at = at + ((j,) if shared else ())
+            if first.dims:
+                value = np.asarray(value)
+                array[at + (slice(0, value.size),)] = value
+            else:
+                array[at] = value
+    if first.fill == "":
+        array = array.astype(str)
+    if shared:
+        attrs = {"long_name": first.long_name, "units": first.units,
+                 "definition": f"per {first.coordinate}: see the {first.coordinate}_definition "
+                               "coordinate; docs/metrics.md section 1",
+                 "reference": f"docs/metrics.md#{first.anchor}"}
+    else:
+        attrs = _attributes(first, plan)
+    if first.name == "spectrum":
+        attrs["center"] = int(plan.spectrum_center)
+    return dims, array, attrs
+
+
+def _coordinates(plan: Plan, dims_used: set[str], estimators: list[Metric]) -> dict:
+    store = plan.store
+    infos = [store.models[m] for m in plan.models]
+    conds = [store.conditions[c] for c in plan.conditions]
+    coords = {
+        "model": plan.models, "condition": plan.conditions, "layer": plan.layers,
+        "role": ("model", [i.role for i in infos]),
+        "architecture": ("model", [i.architecture for i in infos]),
+        "n_params": ("model", np.array([i.n_params for i in infos], dtype=np.int64)),
+        "model_family": ("model", [i.family for i in infos]),
+        "seed": ("model", np.array([i.seed for i in infos], dtype=np.int64)),
+        "condition_kind": ("condition", [str(a.get("kind", "")) for a in conds]),
+        "condition_sigma": ("condition", np.array([float(a.get("sigma", np.nan)) for a in conds])),
+        "condition_space": ("condition", [str(a.get("space", "")) for a in conds]),
+        "condition_band": ("condition", [str(a.get("band", "")) for a in conds]),
+    }
+    if estimators:
+        names = [m.name for m in estimators]
+        coords["estimator"] = names
+        coords["estimator_center"] = ("estimator", np.array([plan.settings[e][0] for e in names]))
+        coords["estimator_eps"] = ("estimator", np.array([plan.settings[e][1] for e in names]))
+        coords["estimator_definition"] = ("estimator", [m.definition for m in estimators])
+    if "component" in dims_used:
+        coords["component"] = np.arange(1, max(r.width for r in plan.reps.values()) + 1)
+    if "student" in dims_used:
+        coords.update(student=plan.students, teacher_layer=plan.teacher_layers,
+                      student_layer=plan.student_layers)
+    if "angle" in dims_used:
+        coords["angle"] = np.arange(1, N_ANGLES + 1)
+    if "band" in dims_used:
+        coords["band"] = list(BANDS)
+        coords["band_lower"] = ("band", np.array([lo for lo, _ in BANDS.values()]))
+        coords["band_upper"] = ("band", np.array([hi for _, hi in BANDS.values()]))
+    if "radius" in dims_used:
+        edges = radial_profile(np.ones((2, 2)), RADIAL_BINS)[0]
+        coords["radius"] = ("radius", (edges[:-1] + edges[1:]) / 2, {
+            "long_name": "normalised radial frequency (ring centre)", "units": "1",
+            "definition": "sqrt(fx^2 + fy^2) / 0.5; 1 = axis Nyquist"})
+        coords["radius_lower"] = ("radius", edges[:-1])
+    if plan.families:
+        coords["family"] = list(plan.families)
+        coords["family_size"] = ("family", np.array([len(m) for m in plan.families.values()],
+                                                    dtype=np.int64))
+    return coords
+
+
+def _run_attributes(plan: Plan, values: Values, variables: set[str]) -> dict:
+    store, conv = plan.store, plan.convention
+    attrs = {
+        "title": "distillscope effective-dimensionality results",
+        "distillscope_version": __version__, "convention": conv.name,
+        "convention_source": conv.source, "convention_primary": conv.primary,
+        "l2_normalize": int(plan.l2), "spectrum_center": int(plan.spectrum_center),
+        "pooling_requested": plan.options.pooling, "n_samples": store.n_samples,
+        "store": os.fspath(store.path), "store_created": str(store.attrs.get("created", "")),
+        "store_producer": f"{store.attrs.get('producer', '')} "
+                          f"{store.attrs.get('producer_version', '')}",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(), "metrics": ", ".join(m.name for m in plan.metrics),
+        "block_rows": plan.rows,
+    }
+    if plan.needs["maps"]:
+        attrs["remove_map_mean"] = int(plan.options.remove_map_mean)
+    if plan.pairs:
+        n = store.n_samples
+        attrs.update(infonce_tau=conv.infonce_tau, infonce_batch=conv.infonce_batch,
+                     infonce_reduction=conv.infonce_reduction, mutual_knn_k=KNN_K,
+                     mutual_knn_chance=KNN_K / (n - 1), cv_folds=N_FOLDS, ridge=RIDGE)
+    if plan.needs["samples"]:
+        attrs["sample_memory"] = ("pooled rows of every representation a sample-level metric "
+                                  "reads, held in memory (stored dtype, float64 for mean "
+                                  "pooling); docs/performance.md")
+    if plan.reference_condition in plan.conditions and any(
+            m.takes == CLEAN_CONDITION for m in plan.metrics):
+        probed = bool(values.probe_info)
+        attrs.update(
+            reference_condition=plan.reference_condition,
+            probe=(f"LogisticRegression(solver={PROBE['solver']}, C={PROBE['C']}, "
+                   f"max_iter={PROBE['max_iter']}) on L2-normalised embeddings" if probed else
+                   "not fitted: the store has no labels (or its splits no train and test)"),
+            probe_converged=int(all(i["converged"] for i in values.probe_info)) if probed else -1,
+            probe_max_iterations=max((i["n_iter"] for i in values.probe_info), default=-1),
+            knn_k=KNN_K,
+            sample_split=plan.split.how if plan.split is not None else "none")
+    return attrs
+
+
+def assemble(plan: Plan, values: Values) -> xr.Dataset:
+    """The results of one analysis as an ``xarray.Dataset`` (see the module docstring)."""
+    index = _indexers(plan)
+    sizes = _core_sizes(plan, values)
+    data_vars, dims_used, derived = {}, set(), []
+    estimators = []
+    for variable, group in by_variable(plan.metrics):
+        if group[0].takes == RESULTS:
+            derived += group
+            continue
+        if not _present(plan, group[0]) or any(sizes[d] == 0 for d in group[0].dims):
+            continue
+        if group[0].coordinate == "estimator":
+            estimators = group
+        dims, array, attrs = _variable(plan, values, group, sizes, index)
+        data_vars[variable] = (dims, array, attrs)
+        dims_used.update(dims)
+    coords = _coordinates(plan, dims_used, estimators)
+    attrs = _run_attributes(plan, values, set(data_vars))
+    results = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    if sizes["diagonal_step"] and "relative_log_amplitude" in results:
+        results = results.assign_coords(diagonal_step=np.arange(sizes["diagonal_step"]))
+    for metric in derived:
+        value = metric.compute(results, **metric.arguments(plan.convention))
+        if value is not None:
+            results[metric.name] = value.assign_attrs(_attributes(metric, plan))
+    return results
+
+
+def _versions() -> str:
+    import h5py
+    import scipy
+
+    import numba
+
+    return (f"numpy {np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}, "
+            f"h5py {h5py.__version__}, xarray {xr.__version__}")

@@ -1,0 +1,149 @@
+"""Metrics the engine declares itself: descriptors of each representation, and variables
+derived from other variables once the pass is done (seed aggregates, the change of effective
+rank under a condition, the frequency response)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from ..metrics.frequency import BANDS
+from ..metrics.moments import SecondMoments
+from ..metrics.registry import REGISTRY, REPRESENTATION, RESULTS, Metric, register
+from ..metrics.robustness import frequency_response
+
+__all__ = ["constant_features", "AGGREGATED"]
+
+
+def constant_features(moments: SecondMoments) -> int:
+    """Features whose variance is zero up to the rounding of their mean."""
+    n = moments.count
+    variance = np.diag(moments.scatter(center=True)) / (n - 1)
+    tolerance = (n * np.finfo(np.float64).eps * np.abs(moments.mean)) ** 2
+    return int(np.count_nonzero(variance <= tolerance))
+
+
+def _descriptor(name: str, long_name: str, compute, definition: str, fill) -> None:
+    register(Metric(name=name, long_name=long_name, units="1", takes=REPRESENTATION,
+                    statistic="moments", compute=compute, definition=definition,
+                    anchor="degenerate-input", family="descriptor", fill=fill))
+
+
+_descriptor("n_features", "features after pooling", lambda moments, rep: rep.width,
+            "width d of the analysed matrix; 0 where the layer is absent", 0)
+_descriptor("available", "layer present in the store", lambda moments, rep: True,
+            "False where the model has no such layer under the condition", False)
+_descriptor("constant_features", "zero-variance features",
+            lambda moments, rep: constant_features(moments),
+            "features with variance <= (n eps |mean|)^2; if all are, every rank is 0", 0)
+_descriptor("zero_norm_samples", "samples of zero norm",
+            lambda moments, rep: moments.zero_norm_rows,
+            "rows with ||z|| = 0, left at zero by L2 normalisation", 0)
+_descriptor("pooling", "pooling applied", lambda moments, rep: rep.pooling,
+            "none (embedding), mean, max, cls or flatten; see distillscope.engine.pooling", "")
+
+
+# ------------------------------------------------------------------------ derived from results
+def _rank_change(results: xr.Dataset) -> xr.DataArray | None:
+    clean = results.attrs.get("reference_condition")
+    primary = results.attrs.get("convention_primary")
+    if clean not in results.condition.values or primary not in results.estimator.values:
+        return None
+    ranks = results["effective_rank"].sel(estimator=primary, drop=True)
+    return ranks - ranks.sel(condition=clean, drop=True)
+
+
+register(Metric(
+    name="effective_rank_change", long_name="change of effective rank against clean",
+    units="dimensions", takes=RESULTS, statistic="results", compute=_rank_change,
+    anchor="robustness-from-features", family="robustness",
+    tables={"robustness": "d erank"},
+    definition="primary effective rank (the convention's) under the condition minus its value "
+               "under the clean condition"))
+
+
+def _by_band(results: xr.Dataset) -> dict[str, str] | None:
+    """The first band_noise condition of each band, or None unless all three are there."""
+    found: dict[str, str] = {}
+    for c, kind, band in zip(results.condition.values, results["condition_kind"].values,
+                             results["condition_band"].values):
+        if kind == "band_noise" and band in BANDS:
+            found.setdefault(str(band), str(c))  # several sigmas: the first listed
+    return found if set(found) == set(BANDS) else None
+
+
+def _band_drift(results: xr.Dataset) -> xr.DataArray | None:
+    by_band = _by_band(results)
+    if by_band is None or "feature_drift" not in results:
+        return None
+    bands = list(BANDS)
+    drift = results["feature_drift"].sel(condition=[by_band[b] for b in bands])
+    drift = drift.rename(condition="band").assign_coords(
+        band=bands, band_condition=("band", [by_band[b] for b in bands]))
+    return drift.transpose("model", "band", "layer")
+
+
+def _frequency_response(results: xr.Dataset) -> xr.DataArray | None:
+    drift = _band_drift(results)
+    if drift is None:
+        return None
+    response = xr.full_like(drift, np.nan)
+    for i in range(drift.sizes["model"]):
+        for k in range(drift.sizes["layer"]):
+            column = drift.values[i, :, k]
+            if np.isfinite(column).all():
+                response.values[i, :, k] = frequency_response(column)
+    return response
+
+
+register(Metric(
+    name="band_drift", long_name="relative feature drift under band-limited noise", units="1",
+    takes=RESULTS, statistic="results", compute=_band_drift, dims=("model", "band", "layer"),
+    anchor="robustness-from-features", family="robustness",
+    definition="feature_drift under the band_noise condition of each band (equal per-pixel "
+               "sigma in every band)"))
+register(Metric(
+    name="frequency_response", long_name="frequency response", units="1", takes=RESULTS,
+    statistic="results", compute=_frequency_response, dims=("model", "band", "layer"),
+    anchor="robustness-from-features", family="robustness", function=frequency_response,
+    tables={"headline": "response"},
+    definition="band_drift / mean over bands of band_drift: 1 = flat, low > high = low-pass; "
+               "docs/metrics.md section 5"))
+
+#: robustness variables summarised over the seeds of a family
+AGGREGATED = ("feature_drift", "cka_clean_noisy", "probe_accuracy", "knn_accuracy")
+
+
+def _seed_statistic(name: str, how: str):
+    def compute(results: xr.Dataset) -> xr.DataArray | None:
+        if name not in results or "family" not in results.coords:
+            return None
+        stack = []
+        for family in results.family.values:
+            members = results.model.values[results["model_family"].values == family]
+            stack.append(results[name].sel(model=members).values)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
+            reduced = [np.nanmean(s, axis=0) if how == "mean" else np.nanstd(s, axis=0, ddof=1)
+                       for s in stack]
+        return xr.DataArray(np.stack(reduced), dims=("family", "condition", "layer"),
+                            coords={"family": results.family.values,
+                                    "condition": results.condition.values,
+                                    "layer": results.layer.values})
+
+    return compute
+
+
+for _name in AGGREGATED:
+    _source = REGISTRY[_name]
+    for _how, _word, _definition in (
+            ("mean", "mean over seeds", "mean of {} over the models of one family (seeds)"),
+            ("std", "spread over seeds", "sample standard deviation (ddof=1) of {} over seeds")):
+        register(Metric(
+            name=f"{_name}_seed_{_how}", long_name=f"{_source.long_name}, {_word}",
+            units=_source.units,
+            takes=RESULTS, statistic="results", compute=_seed_statistic(_name, _how),
+            dims=("family", "condition", "layer"), anchor="robustness-from-features",
+            family="robustness", definition=_definition.format(_name)))

@@ -1,0 +1,169 @@
+"""One pass over the store: every planned dataset read once, block by block, every accumulator fed.
+
+For each sample range the executor builds a ``Block``: the rows of that range of every dataset,
+read when first asked for and each derived view (widened, pooled, prepared, as maps) computed
+once, whichever accumulators read it. Within a block the conditions are done one after the
+other, the clean one first; a condition's arrays go back to the scratch pool when it is done,
+the clean condition's when the block is (its rows are compared with every other condition's).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from .._errors import StoreError
+from .._scratch import POOL
+from ..metrics.frequency import tokens_to_maps
+from ..metrics.moments import NonFiniteError, Prepared, RowPreparer
+from ..store import nonfinite_message
+from .accumulators import (CrossAccumulator, DriftPairAccumulator, MomentsAccumulator,
+                           RowsAccumulator, SpatialAccumulator)
+from .plan import Key, Plan
+from .pooling import pool
+
+__all__ = ["Block", "accumulators", "run"]
+
+
+class Block:
+    """The rows ``start:stop`` of every planned dataset, and their views, computed once."""
+
+    def __init__(self, plan: Plan, start: int, stop: int, readers: dict, preparers: dict):
+        self.plan = plan
+        self.start, self.stop = start, stop
+        self._readers = readers
+        self._preparers = preparers
+        self._raw: dict[Key, np.ndarray] = {}
+        self._pooled: dict[Key, np.ndarray] = {}
+        self._prepared: dict[Key, tuple[Prepared, np.ndarray]] = {}
+
+    def raw(self, key: Key) -> np.ndarray:
+        """The stored rows (float16 widened to float32)."""
+        if key not in self._raw:
+            self._raw[key] = self._readers[key].read(self.start, self.stop)
+        return self._raw[key]
+
+    def pooled(self, key: Key) -> np.ndarray:
+        """One vector per sample (``engine.pooling``): the raw rows themselves for embeddings."""
+        if key not in self._pooled:
+            rep = self.plan.reps[key]
+            self._pooled[key] = pool(self.raw(key), rep.info, self.plan.options.pooling)
+        return self._pooled[key]
+
+    def maps(self, key: Key) -> np.ndarray:
+        """``(m, c, h, w)`` maps of a map layer, or of a token layer's patch tokens."""
+        info = self.plan.reps[key].info
+        raw = self.raw(key)
+        return raw if info.kind == "map" else tokens_to_maps(raw, info.grid,
+                                                             info.num_prefix_tokens)
+
+    def prepared(self, key: Key) -> Prepared:
+        """The pooled rows as accumulated (float64, L2-normalised under the convention, minus
+        the representation's shift); NaN or infinity fails naming the dataset and sample."""
+        if key not in self._prepared:
+            pooled = self.pooled(key)
+            out = POOL.take(pooled.shape, np.float64)
+            try:
+                prepared = self._preparers[key].prepare(pooled, out=out)
+            except NonFiniteError:
+                POOL.give(out)
+                info = self.plan.reps[key].info
+                store = self.plan.store
+                n_nan, n_inf, sample, feature = store.locate_nonfinite(info)
+                raise StoreError(store.path, info.path, nonfinite_message(
+                    n_nan, n_inf, sample, int(store.sample_ids[sample]), feature)) from None
+            self._prepared[key] = (prepared, out)
+        return self._prepared[key][0]
+
+    def shift(self, key: Key) -> np.ndarray:
+        """The shift the representation's rows are prepared about."""
+        return self._preparers[key].shift
+
+    def release(self, condition: str | None = None) -> None:
+        """Give the arrays of one condition (of every one by default) back to the pool."""
+        for key in [k for k in self._raw if condition is None or k[1] == condition]:
+            self._pooled.pop(key, None)
+            prepared = self._prepared.pop(key, None)
+            if prepared is not None:
+                POOL.give(prepared[1])
+            self._readers[key].done(self._raw.pop(key))
+
+
+def accumulators(plan: Plan) -> dict[str, dict]:
+    """The accumulators of the plan, by statistic and key, in feeding order."""
+    reps, needs = plan.reps, plan.needs
+    in_pairs = {k for pair in needs["pair"] | needs["folds"] for k in pair}
+    fold_keys = {k for pair in needs["folds"] for k in pair}
+    maps_options = {"remove_mean": plan.options.remove_map_mean}
+    for m in plan.metrics:
+        if m.statistic == "maps" and m.needs is not None:
+            maps_options.update(m.needs())
+    return {
+        "moments": {k: MomentsAccumulator(k, reps[k].width, plan.l2,
+                                          plan.folds if k in fold_keys else None,
+                                          norms=k in in_pairs) for k in reps},
+        "maps": {k: SpatialAccumulator(k, reps[k].grid, **maps_options) for k in reps
+                 if k in needs["maps"]},
+        "pair": {p: CrossAccumulator(p, reps[p[0]].width, reps[p[1]].width,
+                                     plan.folds if p in needs["folds"] else None)
+                 for p in sorted(needs["pair"] | needs["folds"], key=_pair_order(plan))},
+        "drift": {p: DriftPairAccumulator(p) for p in sorted(needs["drift"], key=_pair_order(plan))},
+        "samples": {k: RowsAccumulator(k, reps[k].held_dtype) for k in reps
+                    if k in needs["samples"]},
+    }
+
+
+def _pair_order(plan: Plan):
+    order = {k: i for i, k in enumerate(plan.reps)}
+    return lambda pair: (order[pair[1]], order[pair[0]])
+
+
+def _by_condition(plan: Plan, accs: dict[str, dict]) -> dict[str, list]:
+    """Each condition's accumulators: its representations' own, then the pairs it ends."""
+    out: dict[str, list] = {c: [] for c in plan.condition_order()}
+    for statistic in ("moments", "maps", "samples", "pair", "drift"):
+        for key, acc in accs[statistic].items():
+            condition = key[1][1] if statistic in ("pair", "drift") else key[1]
+            out[condition].append(acc)
+    return out
+
+
+def run(plan: Plan) -> dict[str, dict]:
+    """Stream the store once and return the finalized statistics by kind and key."""
+    accs = accumulators(plan)
+    store = plan.store
+    readers = {k: store.reader(r.info) for k, r in plan.reps.items()}
+    preparers = {k: RowPreparer(r.width, l2_normalize=plan.l2) for k, r in plan.reps.items()}
+    order = _by_condition(plan, accs)
+    clean = plan.reference_condition
+    n, rows = store.n_samples, plan.rows
+    bar = _progress(plan)
+    try:
+        for start in range(0, n, rows):
+            block = Block(plan, start, min(n, start + rows), readers, preparers)
+            try:
+                for condition, consumers in order.items():
+                    for acc in consumers:
+                        acc.update(block)
+                    if condition != clean:
+                        block.release(condition)
+            finally:
+                block.release()
+            if bar is not None:
+                bar.update(block.stop - block.start)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {statistic: {k: acc.finalize() for k, acc in table.items()}
+            for statistic, table in accs.items()}
+
+
+def _progress(plan: Plan):
+    if not plan.options.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=plan.store.n_samples, unit="sample", unit_scale=True,
+                desc=f"analyze ({len(plan.reps)} datasets)", file=sys.stderr,
+                dynamic_ncols=True, disable=None)  # None: only on a terminal

@@ -1,0 +1,196 @@
+"""From the finalized statistics of the pass to the value of every chosen metric.
+
+Each registry metric is computed once per entry of what it takes (a representation, a
+teacher/student pair, a condition against clean, a family of seeds), from the statistic it
+declares; shared work is cached on the statistic objects (a teacher's eigen-decomposition and
+similarity pass serve every student). A metric the array layer refuses for an entry
+(``InputError``: degenerate, wrong shape, too few samples) keeps its fill value there, as does a
+pair whose metric does not apply (InfoNCE across spaces). Degenerate-input warnings are recorded
+by ``small_sample`` instead of being raised.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._errors import InputError
+from ..metrics.alignment import CrossValidation, DegenerateWarning
+from ..metrics.pairs import PairMoments
+from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, TEACHER_STUDENT, Metric)
+from ..metrics.robustness import Probes
+from .plan import Plan
+
+__all__ = ["Values", "compute_values"]
+
+
+@dataclass
+class Values:
+    """Computed values: ``entries[metric name][index] = value``, index by the metric's takes."""
+
+    entries: dict[str, dict[tuple, object]] = field(default_factory=dict)
+    probe_info: list[dict] = field(default_factory=list)
+
+    def put(self, metric: Metric, index: tuple, value) -> None:
+        self.entries.setdefault(metric.name, {})[index] = value
+
+
+def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], object]) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DegenerateWarning)
+            value = call()
+    except InputError:
+        return  # refused for this entry: the fill value stays
+    values.put(metric, index, value)
+
+
+def compute_values(plan: Plan, stats: dict[str, dict]) -> Values:
+    """Every chosen metric for every entry it applies to."""
+    values = Values()
+    _request_products(plan, stats)
+    _representations(plan, stats, values)
+    _teacher_student(plan, stats, values)
+    _clean_condition(plan, stats, values)
+    _families(plan, stats, values)
+    return values
+
+
+def _request_products(plan: Plan, stats: dict[str, dict]) -> None:
+    """Tell every held representation what its one similarity pass must produce."""
+    samples = stats["samples"]
+    for m in plan.metrics:
+        if m.needs is None or m.statistic not in ("samples", "probes"):
+            continue
+        wanted = m.needs(**m.arguments(plan.convention))
+        if not wanted:
+            continue
+        if m.statistic == "probes":
+            clean = plan.reference_condition
+            for model, layer in plan.probe_layers():
+                samples[(model, clean, layer)].request(
+                    **wanted, split=(plan.split.train, plan.split.test))
+        elif m.takes == TEACHER_STUDENT:
+            for pair in plan.pairs:
+                for key in pair:
+                    samples[key].request(**wanted)
+        else:
+            for key in plan.reps:
+                if key in samples:
+                    samples[key].request(**wanted)
+
+
+def _spectra(plan: Plan, moments, estimators: list[Metric]) -> dict[bool, np.ndarray]:
+    lam = {True: moments.eigenvalues(center=True)}
+    centers = {plan.settings[m.name][0] for m in estimators} | {plan.spectrum_center}
+    if False in centers:
+        lam[False] = moments.eigenvalues(center=False)
+    return lam
+
+
+def _representations(plan: Plan, stats: dict[str, dict], values: Values) -> None:
+    chosen = plan.chosen(REPRESENTATION)
+    estimators = [m for m in chosen if m.coordinate == "estimator"]
+    for key, rep in plan.reps.items():
+        moments = stats["moments"][key].full
+        lam = _spectra(plan, moments, estimators)
+        values.entries.setdefault("_centred_spectra", {})[key] = lam[True]
+        n_values = min(moments.count, moments.n_features)
+        for m in chosen:
+            args = m.arguments(plan.convention)
+            if m.coordinate == "estimator":
+                center, eps = plan.settings[m.name]
+                _apply(m, values, key, lambda m=m, c=center, e=eps: m.compute(
+                    lam[c], eps=e, n_values=n_values))
+            elif m.statistic == "spectrum":
+                _apply(m, values, key, lambda m=m, a=args: m.compute(lam[plan.spectrum_center], **a))
+            elif m.statistic == "moments":
+                _apply(m, values, key, lambda m=m, a=args: m.compute(moments, rep, **a))
+            elif m.statistic == "maps" and key in stats["maps"]:
+                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["maps"][key], **a))
+            elif m.statistic == "samples" and key in stats["samples"]:
+                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["samples"][key], **a))
+
+
+def _pair_moments(stats: dict[str, dict], pair) -> tuple[PairMoments, CrossValidation | None]:
+    x, y = (stats["moments"][k] for k in pair)
+    full, folds = stats["pair"][pair]
+    joint = PairMoments.from_parts(x.full, y.full, full)
+    if folds is None:
+        return joint, None
+    return joint, CrossValidation(PairMoments.from_parts(a, b, c)
+                                  for a, b, c in zip(x.folds, y.folds, folds))
+
+
+def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None:
+    chosen = plan.chosen(TEACHER_STUDENT)
+    for pair in plan.pairs:
+        t_key, s_key = pair
+        index = (s_key[0], s_key[1], t_key[2], s_key[2])
+        joint, folds = _pair_moments(stats, pair) if pair in stats["pair"] else (None, None)
+        for m in chosen:
+            args = m.arguments(plan.convention)
+            if m.statistic == "pair":
+                _apply(m, values, index, lambda m=m, a=args: m.compute(joint, **a))
+            elif m.statistic == "folds" and folds is not None:
+                _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a))
+            elif m.statistic == "samples":
+                sx, sy = stats["samples"][t_key], stats["samples"][s_key]
+                _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a))
+
+
+def _clean_condition(plan: Plan, stats: dict[str, dict], values: Values) -> None:
+    clean = plan.reference_condition
+    if clean not in plan.conditions:
+        return
+    chosen = plan.chosen(CLEAN_CONDITION)
+    for key in plan.reps:
+        if key[1] == clean:
+            for m in chosen:
+                if m.at_reference is not None:
+                    values.put(m, key, m.at_reference)
+    for pair in plan.references:
+        key = pair[1]
+        for m in chosen:
+            args = m.arguments(plan.convention)
+            if m.statistic == "pair" and pair in stats["pair"]:
+                joint = _pair_moments(stats, pair)[0]
+                _apply(m, values, key, lambda m=m, a=args: m.compute(joint, **a))
+            elif m.statistic == "drift" and pair in stats["drift"]:
+                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["drift"][pair], **a))
+    probing = [m for m in chosen if m.statistic == "probes"]
+    if not probing or not plan.needs["probes"]:
+        return
+    for model, layer in plan.probe_layers():
+        present = {c: stats["samples"][(model, c, layer)] for c in plan.conditions
+                   if (model, c, layer) in stats["samples"]}
+        probes = Probes(present[clean], present, plan.store.labels,
+                        (plan.split.train, plan.split.test))
+        for m in probing:
+            try:
+                per_condition = m.compute(probes, **m.arguments(plan.convention))
+            except InputError:  # a single class, say: no probe for this layer
+                continue
+            for condition, value in per_condition.items():
+                values.put(m, (model, condition, layer), value)
+        if probes.info:
+            values.probe_info.append(probes.info)
+
+
+def _families(plan: Plan, stats: dict[str, dict], values: Values) -> None:
+    chosen = plan.chosen(FAMILY)
+    spectra = values.entries.get("_centred_spectra", {})
+    eps = plan.settings["erank_variance"][1]
+    for family, members in plan.families.items():
+        for condition in plan.conditions:
+            for layer in plan.layers:
+                found = [spectra.get((m, condition, layer)) for m in members]
+                if any(s is None for s in found) or len({s.size for s in found}) != 1:
+                    continue
+                for m in chosen:
+                    args = m.arguments(plan.convention)
+                    _apply(m, values, (family, condition, layer),
+                           lambda m=m, a=args: m.compute(found, eps=eps, **a))

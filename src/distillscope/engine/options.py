@@ -1,0 +1,96 @@
+"""``AnalysisOptions``: every choice of one analysis run, in one frozen dataclass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+from .._errors import InputError
+from ..conventions import Convention, get_convention
+
+__all__ = ["AnalysisOptions"]
+
+
+def _names(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What to analyse and how; ``analyze(store, options)`` or ``analyze(store, **fields)``.
+
+    Parameters
+    ----------
+    models, conditions, layers : sequence of str, optional
+        Restrict the analysis; default everything in the store.
+    convention : str or Convention, default "default"
+        Named preprocessing and estimator choices (``distillscope.CONVENTIONS``).
+    l2_normalize, center : bool, optional
+        Override the convention for every estimator.
+    pooling : {"auto", "mean", "max", "cls", "flatten"}
+        How maps and tokens become one vector per sample (``distillscope.engine.pooling``).
+    metrics : str or sequence of str, optional
+        Registered metric names (``distillscope.metrics.registry``), with "default" for the
+        default set and "all" for every one (``"default,rbf_cka"``). Default: "default".
+    rows : int, optional
+        Samples per streamed block (default: as many as fit the block budget, at most 16384).
+    remove_map_mean : bool, default False
+        Remove each map's spatial mean before its spectrum.
+    allow_incomplete : bool, default False
+        Read a store whose ``complete`` flag is not set.
+    progress : bool, default False
+        A progress bar on standard error.
+    """
+
+    models: tuple[str, ...] | None = None
+    conditions: tuple[str, ...] | None = None
+    layers: tuple[str, ...] | None = None
+    convention: str | Convention = "default"
+    l2_normalize: bool | None = None
+    center: bool | None = None
+    pooling: str = "auto"
+    metrics: tuple[str, ...] | None = None
+    rows: int | None = None
+    remove_map_mean: bool = False
+    allow_incomplete: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("models", "conditions", "layers", "metrics"):
+            value = getattr(self, name)
+            if isinstance(value, str) and name == "metrics":
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            object.__setattr__(self, name, _names(value))
+        if self.rows is not None and (not isinstance(self.rows, int) or self.rows < 1):
+            raise InputError(f"rows must be a positive integer; got {self.rows!r}")
+        get_convention(self.convention)  # an unknown convention fails here, before any work
+
+    @classmethod
+    def from_keywords(cls, *, alignment: bool = True, frequency: bool = True,
+                      robustness: bool = True, park_kim: bool = False,
+                      metrics: str | Sequence[str] | None = None, **kwargs) -> "AnalysisOptions":
+        """Options from ``analyze``'s keywords: the family switches (``alignment=False`` ...)
+        and ``park_kim`` edit the metric selection."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise InputError(f"analyze got an unexpected option {unknown[0]!r}; options: "
+                             + ", ".join(sorted(known | {"alignment", "frequency",
+                                                         "robustness", "park_kim"})))
+        options = cls(metrics=metrics, **kwargs)
+        dropped = {family for family, keep in (("alignment", alignment),
+                                               ("frequency", frequency),
+                                               ("robustness", robustness)) if not keep}
+        if not dropped and not park_kim:
+            return options
+        from ..metrics.registry import select
+
+        chosen = [m.name for m in select(options.metrics) if m.family not in dropped]
+        if park_kim and "frequency" not in dropped:
+            chosen.append("relative_log_amplitude")
+        return replace(options, metrics=tuple(dict.fromkeys(chosen)))
+
+    def resolved_convention(self) -> Convention:
+        return get_convention(self.convention)
