@@ -91,3 +91,14 @@ def test_widen_kernel_runs_as_plain_python_too():
     out = np.empty(values.size, dtype=np.float32)
     widen_half(values.view(np.uint16), out)
     np.testing.assert_array_equal(out.view(np.uint32), values.astype(np.float32).view(np.uint32))
+
+
+def test_narrowing_back_to_float16_is_exact_for_every_bit_pattern():
+    """The held rows of float16 stores are narrowed back from their widened float32 copy."""
+    from distillscope._kernels import narrow_half
+
+    every = np.arange(65536, dtype=np.uint16)
+    wide = every.view(np.float16).astype(np.float32)
+    bits = np.empty(65536, dtype=np.uint16)
+    narrow_half(wide, bits)
+    np.testing.assert_array_equal(bits, every)  # NaN payloads and signed zeros included

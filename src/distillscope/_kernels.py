@@ -7,7 +7,8 @@ into plain Python for coverage and debugging.
 Rules: kernels take contiguous float32/float64 arrays and ints, write into arrays the caller
 allocated, return plain numbers, and never validate (the callers do). numba cannot take float16:
 callers convert such chunks in numpy first. The kernels compile on their first call, never at
-import. ``fastmath`` is off: the finiteness checks below rely on IEEE NaN semantics.
+import. ``fastmath`` is off (the finiteness checks rely on IEEE NaN semantics), but for
+``reassoc`` on one sum whose order does not matter (``exp_sum_tile``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["jit_enabled", "prepare_rows", "topk_tile", "topk_masked", "knn_overlap", "fold_log_amplitude", "sum_squares",
-           "fletcher32", "widen_half"]
+__all__ = ["jit_enabled", "prepare_rows", "offer_marked", "offer_tile", "scan_tile", "exp_sum_tile", "knn_overlap", "fold_log_amplitude", "sum_squares",
+           "fletcher32", "widen_half", "narrow_half", "drift_sums", "unit_rows_into"]
 
 _TINY_NORM = 1e-12
 
@@ -78,120 +79,146 @@ def prepare_rows(src, shift, l2_normalize, out, colsum, colcheck):  # pragma: no
     return has_bad, zero
 
 
-_TOPK_SKIP = 32  # candidates tested at once against a list's current k-th best
-
-
-@njit(cache=True, nogil=True)
-def _insert(lists_idx, lists_val, filled, owner, candidate, v):  # pragma: no cover - jitted
-    """Insert ``candidate`` with similarity ``v`` into the descending list of ``owner``."""
-    k = lists_idx.shape[1]
+@njit(cache=True, nogil=True, inline="always")
+def _offer(owner, candidate, v, lists):  # pragma: no cover - jitted
+    """Insert ``candidate`` (similarity ``v``) into the list of ``owner`` if it is among the k
+    best: by value, descending, ties to the lower index, whatever the order of arrival.
+    ``lists`` is ``(idx, val, filled, kth)``: indices and values (n, k), how much of each list
+    is used, and each list's k-th best (-inf while it fills), kept up to date here."""
+    idx, val, filled, kth = lists
+    k = idx.shape[1]
     full = filled[owner]
+    if full == k and (v < val[owner, k - 1]
+                      or (v == val[owner, k - 1] and candidate > idx[owner, k - 1])):
+        return
     pos = full if full < k else k - 1
-    while pos > 0 and v > lists_val[owner, pos - 1]:
-        lists_val[owner, pos] = lists_val[owner, pos - 1]
-        lists_idx[owner, pos] = lists_idx[owner, pos - 1]
+    while pos > 0 and (v > val[owner, pos - 1]
+                       or (v == val[owner, pos - 1] and candidate < idx[owner, pos - 1])):
+        val[owner, pos] = val[owner, pos - 1]
+        idx[owner, pos] = idx[owner, pos - 1]
         pos -= 1
-    lists_val[owner, pos] = v
-    lists_idx[owner, pos] = candidate
+    val[owner, pos] = v
+    idx[owner, pos] = candidate
     if full < k:
         filled[owner] = full + 1
+    if filled[owner] == k:
+        kth[owner] = val[owner, k - 1]
 
 
 @njit(cache=True, nogil=True)
-def topk_tile(sims, row0, col0, idx, val, filled, threshold, columns):  # pragma: no cover - jitted
-    """Fold one tile of a similarity matrix into running top-k lists, self excluded.
+def offer_marked(sims, marked, row0, col0, sides, roles, lists):  # pragma: no cover - jitted
+    """Offer the marked entries of a similarity tile to top-k lists.
 
-    ``sims`` (m, c) holds similarities of rows ``row0 ..`` against columns ``col0 ..``;
-    ``idx`` and ``val`` (n, k) are the running lists (descending value) and ``filled`` (n,) how
-    much of each is used. The rows' lists get the columns as candidates; with ``columns`` (a
-    tile above the diagonal of a symmetric matrix) the columns' lists also get the rows, read
-    from the same tile row by row, so the lower tile is never formed. A candidate enters only
-    if strictly better than the k-th best, so ties go to the earlier candidate: the lower index
-    when candidates arrive in increasing order (tiles visited row-block by row-block, columns
-    ascending). Once lists are full, runs of 32 candidates are first counted against the
-    thresholds in a loop the compiler vectorises, and skipped whole when none beats them.
-    ``threshold`` (c,) is scratch.
+    ``marked`` holds flat indices into the tile (row-major); entry ``(r, c)`` compares samples
+    ``i = row0 + r`` and ``j = col0 + c``. With ``sides & 1`` it is offered to the list of
+    ``i`` as candidate ``j``, with ``sides & 2`` (a tile above the diagonal of a symmetric
+    matrix) to the list of ``j`` as candidate ``i``: ``roles[0, s]`` is the list sample ``s``
+    owns (negative: none) and ``roles[1, s]`` what is stored when it enters one (negative: it
+    is no one's candidate); a sample is never its own candidate. The marks come from a
+    vectorised comparison with each list's k-th best at the start of the tile (``scan_tile``):
+    a superset of what enters, each checked against the list as it is now.
     """
-    m, c_total = sims.shape
-    k = idx.shape[1]
-    for r in range(m):
-        row = row0 + r
-        c = 0
-        while c < c_total:
-            end = c + 1
-            if filled[row] == k and c + _TOPK_SKIP <= c_total:
-                bar = val[row, k - 1]
-                hits = 0
-                for j in range(c, c + _TOPK_SKIP):
-                    hits += sims[r, j] > bar
-                if hits == 0:
-                    c += _TOPK_SKIP
-                    continue
-                end = c + _TOPK_SKIP
-            for col in range(c, end):
-                if col0 + col == row:
-                    continue
-                v = sims[r, col]
-                if filled[row] == k and not v > val[row, k - 1]:
-                    continue
-                _insert(idx, val, filled, row, col0 + col, v)
-            c = end
-    if not columns:
-        return
-    for j in range(c_total):
-        col = col0 + j
-        threshold[j] = val[col, k - 1] if filled[col] == k else -np.inf
-    for r in range(m):
-        row = row0 + r
-        c = 0
-        while c < c_total:
-            end = min(c + _TOPK_SKIP, c_total)
-            hits = 0
-            for j in range(c, end):
-                hits += sims[r, j] > threshold[j]
-            if hits:
-                for j in range(c, end):
-                    v = sims[r, j]
-                    if v > threshold[j] and col0 + j != row:
-                        col = col0 + j
-                        _insert(idx, val, filled, col, row, v)
-                        if filled[col] == k:
-                            threshold[j] = val[col, k - 1]
-            c = end
+    c_total = sims.shape[1]
+    for f in range(marked.size):
+        r = marked[f] // c_total
+        c = marked[f] - r * c_total
+        i, j = row0 + r, col0 + c
+        if i == j:
+            continue
+        v = sims[r, c]
+        if sides & 1 and roles[0, i] >= 0 and roles[1, j] >= 0:
+            _offer(roles[0, i], roles[1, j], v, lists)
+        if sides & 2 and roles[0, j] >= 0 and roles[1, i] >= 0:
+            _offer(roles[0, j], roles[1, i], v, lists)
 
 
 @njit(cache=True, nogil=True)
-def topk_masked(sims, row0, col0, role, idx, val, filled, columns):  # pragma: no cover - jitted
-    """``topk_tile`` for two disjoint subsets: sample ``i`` owns list ``role[i]`` when
-    ``role[i] >= 0``, is a candidate when ``role[i] == -1``, and neither otherwise (so never its
-    own neighbour). Rows of the tile are owners against its columns; with ``columns`` the
-    columns too, against its rows (a tile above the diagonal of a symmetric matrix)."""
+def offer_tile(sims, row0, col0, roles, lists):  # pragma: no cover - jitted
+    """Offer every entry of a tile to the lists of its rows (``offer_marked`` with every
+    entry marked and ``sides = 1``): for the tiles where lists are still filling. The row's
+    k-th best is kept in a register, so most entries cost one comparison."""
+    kth = lists[3]
     m, c_total = sims.shape
-    k = idx.shape[1]
     for r in range(m):
-        owner = role[row0 + r]
+        owner = roles[0, row0 + r]
         if owner < 0:
             continue
+        bar = kth[owner]
         for c in range(c_total):
-            if role[col0 + c] != -1:
-                continue
             v = sims[r, c]
-            if filled[owner] == k and not v > val[owner, k - 1]:
+            if v < bar:
                 continue
-            _insert(idx, val, filled, owner, col0 + c, v)
-    if not columns:
-        return
+            candidate = roles[1, col0 + c]
+            if candidate < 0 or col0 + c == row0 + r:
+                continue
+            _offer(owner, candidate, v, lists)
+            bar = kth[owner]
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def exp_sum_tile(sims, two_t, diagonal):  # pragma: no cover - jitted
+    """``sum exp(two_t (min(s, 1) - 1))`` over a tile of cosine similarities, in float64.
+
+    ``exp(x) = exp(x / 64)^64`` with ``x / 64`` in ``[-1/2, 0]`` (``two_t <= 16``, the caller
+    checks) and ``exp`` there by its degree-10 Taylor polynomial: relative error below 1e-9 at
+    the range's end, 1e-13 at ``two_t = 4``; all arithmetic, so the loop vectorises, and
+    ``reassoc`` lets the sum vectorise too (no ``nnan``/``ninf``: nothing here tests for NaN).
+    With ``diagonal`` the tile's diagonal terms are left out.
+    """
+    m, c = sims.shape
+    total = 0.0
     for r in range(m):
-        if role[row0 + r] != -1:
-            continue
-        for c in range(c_total):
-            owner = role[col0 + c]
-            if owner < 0:
-                continue
-            v = sims[r, c]
-            if filled[owner] == k and not v > val[owner, k - 1]:
-                continue
-            _insert(idx, val, filled, owner, row0 + r, v)
+        acc = 0.0
+        for j in range(c):
+            acc += _exp_term(np.float64(sims[r, j]), two_t)
+        total += acc
+    if diagonal:
+        for r in range(min(m, c)):
+            total -= _exp_term(np.float64(sims[r, r]), two_t)
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def scan_tile(sims, row_kth, col_kth, two_t, diagonal, hits):  # pragma: no cover - jitted
+    """One read of a similarity tile for both products of the similarity pass.
+
+    Marks in ``hits`` (bool, the tile's shape) the entries that may enter a top-k list: at
+    least the k-th best of their row's list (``row_kth``) or of their column's (``col_kth``;
+    +inf where a list takes no candidate from this tile). With ``two_t > 0`` also returns
+    ``sum exp(two_t (min(s, 1) - 1))`` over the tile, as ``exp_sum_tile`` (``diagonal``: its
+    diagonal left out). One vectorised loop instead of a comparison, a ``nonzero`` and an
+    exponential pass each.
+    """
+    m, c = sims.shape
+    total = 0.0
+    for r in range(m):
+        bar = row_kth[r]
+        acc = 0.0
+        for j in range(c):
+            v = sims[r, j]
+            hits[r, j] = (v >= bar) | (v >= col_kth[j])
+            if two_t > 0.0:
+                acc += _exp_term(np.float64(v), two_t)
+        total += acc
+    if diagonal and two_t > 0.0:
+        for r in range(min(m, c)):
+            total -= _exp_term(np.float64(sims[r, r]), two_t)
+    return total
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exp_term(s, two_t):  # pragma: no cover - jitted
+    """``exp(two_t (min(s, 1) - 1))`` as ``exp(y)^64``, ``y = two_t (min(s, 1) - 1) / 64`` in
+    ``[-1/2, 0]`` for ``two_t <= 16``: degree-10 Taylor polynomial, six squarings, no branch."""
+    y = two_t * (min(s, 1.0) - 1.0) * 0.015625
+    p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6 + y * (1.0 / 24 + y * (1.0 / 120 + y * (
+        1.0 / 720 + y * (1.0 / 5040 + y * (1.0 / 40320 + y * (1.0 / 362880 + y / 3628800)))))))))
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    return p * p
 
 
 @njit(cache=True, nogil=True)
@@ -319,3 +346,70 @@ def widen_half(bits, out):  # pragma: no cover - jitted
             if exponent == np.uint32(31):
                 b = np.uint32(0x7F800000) | (mantissa << np.uint32(13))
             out_bits[i] = sign | b
+
+
+@njit(cache=True, nogil=True)
+def narrow_half(src, bits):  # pragma: no cover - jitted
+    """float32 values that are float16 values (widened ones), back to their float16 bit patterns.
+
+    The inverse of ``widen_half``, exact for every float16 value, by the same bit layout:
+    exponent - 112 and mantissa >> 13 for normal numbers, the shifted implicit bit for float16
+    subnormals (float32 normals below 2^-14), signed zeros, infinities and NaN payloads kept.
+    Values that are not float16 values are not rounded: callers narrow only what was widened.
+    """
+    src_bits = src.view(np.uint32)
+    for i in range(src.size):
+        b = src_bits[i]
+        sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+        exponent = (b >> np.uint32(23)) & np.uint32(0xFF)
+        mantissa = b & np.uint32(0x7FFFFF)
+        if exponent == np.uint32(0):
+            out = sign
+        elif exponent == np.uint32(255):
+            out = sign | np.uint32(0x7C00) | (mantissa >> np.uint32(13))
+        elif exponent < np.uint32(113):
+            out = sign | ((mantissa | np.uint32(0x800000)) >> (np.uint32(126) - exponent))
+        else:
+            out = sign | ((exponent - np.uint32(112)) << np.uint32(10)) | (mantissa >> np.uint32(13))
+        bits[i] = np.uint16(out)
+
+
+@njit(cache=True, nogil=True)
+def drift_sums(clean, noisy):  # pragma: no cover - jitted
+    """Sums of the relative drift ``||noisy_i - clean_i|| / ||clean_i||`` over rows with
+    ``clean_i != 0``, in float64: (sum, sum of squares, rows counted, rows of zero norm)."""
+    n, d = clean.shape
+    total = 0.0
+    squared = 0.0
+    count = 0
+    zero = 0
+    for i in range(n):
+        norm = 0.0
+        change = 0.0
+        for j in range(d):
+            c = np.float64(clean[i, j])
+            delta = np.float64(noisy[i, j]) - c
+            norm += c * c
+            change += delta * delta
+        if norm > 0.0:
+            ratio = np.sqrt(change) / np.sqrt(norm)
+            total += ratio
+            squared += ratio * ratio
+            count += 1
+        else:
+            zero += 1
+    return total, squared, count, zero
+
+
+@njit(cache=True, nogil=True)
+def unit_rows_into(src, out):  # pragma: no cover - jitted
+    """``out[i] = src[i] / max(||src[i]||, 1e-12)``, the norm in float64, one pass a row."""
+    n, d = src.shape
+    for i in range(n):
+        sumsq = 0.0
+        for j in range(d):
+            v = np.float64(src[i, j])
+            sumsq += v * v
+        scale = 1.0 / max(np.sqrt(sumsq), _TINY_NORM)
+        for j in range(d):
+            out[i, j] = np.float64(src[i, j]) * scale

@@ -172,7 +172,17 @@ class RowsAccumulator:
         self.segments: list[tuple[int, np.ndarray]] = []
 
     def update(self, block) -> None:
-        self.segments.append((block.start, np.array(block.pooled(self.key), dtype=self.dtype)))
+        pooled = block.pooled(self.key)
+        if self.dtype == np.float16 and pooled.dtype == np.float32:  # widened: narrow exactly
+            from .._kernels import jit_enabled, narrow_half
+
+            if jit_enabled():
+                held = np.empty(pooled.shape, np.float16)
+                narrow_half(np.ascontiguousarray(pooled).reshape(-1),
+                            held.reshape(-1).view(np.uint16))
+                self.segments.append((block.start, held))
+                return
+        self.segments.append((block.start, np.array(pooled, dtype=self.dtype)))
 
     def merge(self, other: "RowsAccumulator") -> "RowsAccumulator":
         self.segments.extend(other.segments)

@@ -11,6 +11,7 @@ by ``small_sample`` instead of being raised.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,18 +34,26 @@ class Values:
 
     entries: dict[str, dict[tuple, object]] = field(default_factory=dict)
     probe_info: list[dict] = field(default_factory=list)
+    #: seconds spent per metric family (and in the similarity passes)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def put(self, metric: Metric, index: tuple, value) -> None:
         self.entries.setdefault(metric.name, {})[index] = value
 
+    def timed(self, what: str, start: float) -> None:
+        self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - start
+
 
 def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], object]) -> None:
+    start = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DegenerateWarning)
             value = call()
     except InputError:
         return  # refused for this entry: the fill value stays
+    finally:
+        values.timed(metric.family, start)
     values.put(metric, index, value)
 
 
@@ -52,6 +61,10 @@ def compute_values(plan: Plan, stats: dict[str, dict]) -> Values:
     """Every chosen metric for every entry it applies to."""
     values = Values()
     _request_products(plan, stats)
+    start = time.perf_counter()
+    for samples in stats["samples"].values():  # one similarity pass per representation
+        samples.compute()
+    values.timed("similarity passes", start)
     _representations(plan, stats, values)
     _teacher_student(plan, stats, values)
     _clean_condition(plan, stats, values)

@@ -185,9 +185,26 @@ def _canonical(sxx, syy, sxy, eig_x=None, eig_y=None, weights: bool = False):
     return np.clip(rho[:rank], 0.0, 1.0), wx @ u[:, :rank]
 
 
-def _cached_cca(pair) -> np.ndarray:
-    """``cca(pair)``, computed once per PairMoments state (cca_mean and cca_r2 share it)."""
-    return pair.cached("cca", lambda: cca(pair)) if isinstance(pair, PairMoments) else cca(pair)
+def _whitening(side) -> np.ndarray:
+    """``S^-1/2`` of one side's centred scatter, cached on its moments (a teacher's is shared
+    by every student)."""
+    def compute():
+        lam, vec = side.eigh()
+        return _inv_sqrt(side.centered()[2], (lam, vec))
+
+    return side.cached("whitening", compute)
+
+
+def _canonical_pair(m: PairMoments):
+    """The SVD of ``Sxx^-1/2 Sxy Syy^-1/2`` of a PairMoments, with the whitening and the rank,
+    computed once per state: CCA and PWCCA read the same decomposition."""
+    def compute():
+        wx, wy = _whitening(m.x), _whitening(m.y)
+        rank = min(_rank(m.eig("x")[0]), _rank(m.eig("y")[0]))
+        u, rho, vt = np.linalg.svd(wx @ m.blocks()[2] @ wy, full_matrices=False)
+        return np.clip(rho[:rank], 0.0, 1.0), u[:, :rank], vt[:rank].T, wx, wy
+
+    return m.cached("canonical", compute)
 
 
 def _mean_or_nan(values: np.ndarray) -> float:
@@ -204,17 +221,17 @@ def cca(x, y=None, *, center: bool = True) -> np.ndarray:
     m = pair_moments(x, y)
     _guard_cca(m.count, m.d1, m.d2, "cca")
     if center:
-        return _canonical(*m.blocks(), m.eig("x"), m.eig("y"))[0]
+        return _canonical_pair(m)[0]
     return _canonical(*m.blocks(center=False))[0]
 
 
 metric("cca_mean", long_name="mean canonical correlation", units="1", takes=TEACHER_STUDENT,
        statistic="pair", anchor="cca", source="Hotelling 1936",
-       compute=lambda pair: _mean_or_nan(_cached_cca(pair)),
+       compute=lambda pair: _mean_or_nan(cca(pair)),
        definition="mean of s_i(Qx^T Qy) of centred data; NaN when d1 + d2 >= n")(cca)
 metric("cca_r2", long_name="mean squared canonical correlation", units="1",
        takes=TEACHER_STUDENT, statistic="pair", anchor="cca", source="Hotelling 1936",
-       compute=lambda pair: _mean_or_nan(_cached_cca(pair) ** 2),
+       compute=lambda pair: _mean_or_nan(cca(pair) ** 2),
        definition="mean of rho_i^2; NaN when d1 + d2 >= n")(cca)
 
 
@@ -226,17 +243,21 @@ def svcca(x, y=None, *, variance: float = 0.99) -> float:
     """SVCCA: CCA mean after keeping each side's top principal directions explaining
     ``variance`` of its variance (Raghu et al., NeurIPS 2017, arXiv 1706.05806)."""
     m = pair_moments(x, y)
-    sxx, syy, sxy = m.blocks()
+    sxy = m.blocks()[2]
 
     def top(side):
         lam, vec = m.eig(side)
         p = np.cumsum(np.clip(lam, 0, None)) / max(lam.clip(0).sum(), 1e-300)
         k = int(np.searchsorted(p, variance - 1e-12) + 1)
-        return vec[:, :k]
+        return lam[:k], vec[:, :k]
 
-    vx, vy = top("x"), top("y")
+    (lx, vx), (ly, vy) = top("x"), top("y")
     _guard_cca(m.count, vx.shape[1], vy.shape[1], "svcca")
-    rho, _ = _canonical(vx.T @ sxx @ vx, vy.T @ syy @ vy, vx.T @ sxy @ vy)
+    # in the principal bases each side's scatter is diag(lam): its whitening is 1/sqrt(lam)
+    keep_x, keep_y = (lam > lam[0] * lam.size * np.finfo(np.float64).eps if lam.size
+                      else lam > 0 for lam in (lx, ly))
+    cross = (vx[:, keep_x] / np.sqrt(lx[keep_x])).T @ sxy @ (vy[:, keep_y] / np.sqrt(ly[keep_y]))
+    rho = np.clip(np.linalg.svd(cross, compute_uv=False), 0.0, 1.0)
     return float(rho.mean()) if rho.size else float("nan")
 
 
@@ -255,15 +276,15 @@ def pwcca(x, y=None) -> float:
     """
     m = pair_moments(x, y)
     _guard_cca(m.count, m.d1, m.d2, "pwcca")
-    sxx, syy, sxy = m.blocks()
-    eig_x, eig_y = m.eig("x"), m.eig("y")
-
-    if _rank(eig_y[0]) < _rank(eig_x[0]):
-        sxx, syy, sxy, eig_x, eig_y = syy, sxx, sxy.T, eig_y, eig_x
-    rho, weights = _canonical(sxx, syy, sxy, eig_x, eig_y, weights=True)
+    sxx, syy, _ = m.blocks()
+    rho, u, v, wx, wy = _canonical_pair(m)
     if not rho.size:  # a constant layer has no canonical direction
         return float("nan")
-    a = np.abs(sxx @ weights).sum(axis=0)  # <h_i, x_j> = (Sxx w_i)_j with ||h_i|| = 1
+    if _rank(m.eig("y")[0]) < _rank(m.eig("x")[0]):  # the narrower layer: Y (the SVD of the
+        scatter, weights = syy, wy @ v  # transposed matrix has the singular vectors swapped)
+    else:
+        scatter, weights = sxx, wx @ u
+    a = np.abs(scatter @ weights).sum(axis=0)  # <h_i, x_j> = (Sxx w_i)_j with ||h_i|| = 1
     return float(a @ rho / a.sum())
 
 
@@ -349,14 +370,15 @@ def procrustes_angular(x, y=None, *, alpha: float = 1.0) -> float:
     m = pair_moments(x, y)
     sxx, syy, sxy = m.blocks()
     n = m.count
-    if alpha == 1.0:
-        wx, wy = np.eye(m.d1), np.eye(m.d2)
+    if alpha == 1.0:  # no whitening: the blocks themselves
+        nuclear = np.linalg.svd(sxy, compute_uv=False).sum()
+        norms = math.sqrt(max(np.trace(sxx) * np.trace(syy), 0.0))
     else:
         (lx, vx), (ly, vy) = m.eig("x"), m.eig("y")
         wx = alpha * np.eye(m.d1) + (1 - alpha) * _inv_sqrt(sxx / n, (lx / n, vx))
         wy = alpha * np.eye(m.d2) + (1 - alpha) * _inv_sqrt(syy / n, (ly / n, vy))
-    nuclear = np.linalg.svd(wx.T @ sxy @ wy, compute_uv=False).sum()
-    norms = math.sqrt(max(np.trace(wx.T @ sxx @ wx) * np.trace(wy.T @ syy @ wy), 0.0))
+        nuclear = np.linalg.svd(wx.T @ sxy @ wy, compute_uv=False).sum()
+        norms = math.sqrt(max(np.trace(wx.T @ sxx @ wx) * np.trace(wy.T @ syy @ wy), 0.0))
     if not norms > 0:  # a constant representation has no shape
         return float("nan")
     return float(np.arccos(np.clip(nuclear / norms, -1.0, 1.0)))
@@ -413,38 +435,69 @@ def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
     folds = list(folds)
     if len(folds) < 2:
         raise InputError(f"cross-validation needs at least 2 folds; got {len(folds)}")
-    d1, d2 = folds[0].d1, folds[0].d2
-    stats = [f.centered() for f in folds]
-    n_all = sum(s[0] for s in stats)
-    mean_all = sum(s[0] * s[1] for s in stats) / n_all
-    about_all = [s[2] + s[0] * np.outer(s[1] - mean_all, s[1] - mean_all) for s in stats]
-    m2_all = sum(about_all)
-    _, v = _eigh_desc(m2_all[:d1, :d1])
-    residual = np.zeros((d1, d1))
-    held_out = np.zeros((d1, d1))
-    for i, (n_f, mean_f, m2_f) in enumerate(stats):
+    d2 = folds[0].d2
+    xs = [f.x.centered() for f in folds]
+    ys = [f.y.centered() for f in folds]
+    sxy = [f.blocks()[2] for f in folds]
+    n_f = np.array([s[0] for s in xs], dtype=np.float64)
+    n_all = n_f.sum()
+    mx_all = sum(n * s[1] for n, s in zip(n_f, xs)) / n_all
+    my_all = sum(n * s[1] for n, s in zip(n_f, ys)) / n_all
+    dx = [s[1] - mx_all for s in xs]
+    dy = [s[1] - my_all for s in ys]
+    teacher = _teacher_folds(folds, xs, n_f, dx)  # shared by every student: computed once
+    syy_about = [s[2] + n * np.outer(d, d) for n, s, d in zip(n_f, ys, dy)]
+    syx_about = [c.T + n * np.outer(e, d) for n, c, d, e in zip(n_f, sxy, dx, dy)]
+    syy_all, syx_all = sum(syy_about), sum(syx_about)
+    residual = teacher["held_out_about_train"].copy()
+    for i in range(len(folds)):
         # the other folds' scatter about their own mean, by the parallel-axis theorem
-        n_r = n_all - n_f
-        mean_r = (n_all * mean_all - n_f * mean_f) / n_r
-        m2_r = m2_all - about_all[i] - n_r * np.outer(mean_r - mean_all, mean_r - mean_all)
-        syy, syt = m2_r[d1:, d1:], m2_r[d1:, :d1]
+        n_r = n_all - n_f[i]
+        ex = teacher["train_mean_offset"][i]
+        ey = (n_all * my_all - n_f[i] * ys[i][1]) / n_r - my_all
+        syy = syy_all - syy_about[i] - n_r * np.outer(ey, ey)
+        syt = syx_all - syx_about[i] - n_r * np.outer(ey, ex)
         penalty = ridge * np.trace(syy) / d2
-        if penalty > 0:
-            w = np.linalg.solve(syy + penalty * np.eye(d2), syt)  # (d2, d1)
+        if penalty > 0:  # numpy's solve: scipy's LAPACK would contend with numpy's threads
+            syy.flat[:: d2 + 1] += penalty
+            w = np.linalg.solve(syy, syt)  # (d2, d1)
         else:  # a constant student predicts nothing beyond the mean
-            w = np.zeros((d2, d1))
-        delta = mean_f - mean_r
-        about = m2_f + n_f * np.outer(delta, delta)  # held-out scatter about the train mean
-        s_tt, s_ty, s_yy = about[:d1, :d1], about[:d1, d1:], about[d1:, d1:]
-        residual += s_tt - s_ty @ w - w.T @ s_ty.T + w.T @ s_yy @ w
-        held_out += m2_f[:d1, :d1]
-    total = np.trace(held_out)
+            w = np.zeros_like(syt)
+        delta_x, delta_y = dx[i] - ex, dy[i] - ey  # the fold's mean minus the training mean
+        s_ty = sxy[i] + n_f[i] * np.outer(delta_x, delta_y)
+        s_yy = ys[i][2] + n_f[i] * np.outer(delta_y, delta_y)
+        cross = s_ty @ w
+        residual -= cross + cross.T
+        residual += w.T @ (s_yy @ w)
+    total = np.trace(teacher["held_out"])
     predictivity = 1.0 - np.trace(residual) / total if total > 0 else float("nan")
-    along_res = _along(v, residual)
-    along_tt = _along(v, held_out)
+    along_res = _along(teacher["directions"], residual)
+    along_tt = teacher["held_out_along"]
     with np.errstate(invalid="ignore", divide="ignore"):
         spectrum = np.where(along_tt > 0, 1.0 - along_res / along_tt, np.nan)
     return float(predictivity), spectrum
+
+
+def _teacher_folds(folds, xs, n_f, dx) -> dict:
+    """The teacher's part of the cross-validation, shared by every student it is compared
+    with (cached on the teacher's first fold): its principal directions over all folds, each
+    fold's training-mean offset, and the held-out scatters summed over the folds."""
+    def compute():
+        n_all = n_f.sum()
+        pooled = sum(s[2] + n * np.outer(d, d) for n, s, d in zip(n_f, xs, dx))
+        offsets, about_train = [], 0.0
+        for i, (n, s, d) in enumerate(zip(n_f, xs, dx)):
+            offset = -n * d / (n_all - n)  # the other folds' mean minus the overall mean
+            offsets.append(offset)
+            delta = d - offset
+            about_train = about_train + s[2] + n * np.outer(delta, delta)
+        directions = _eigh_desc(pooled)[1]
+        held_out = sum(s[2] for s in xs)
+        return {"directions": directions, "train_mean_offset": offsets,
+                "held_out_about_train": about_train, "held_out": held_out,
+                "held_out_along": _along(directions, held_out)}
+
+    return folds[0].x.cached(("teacher folds", tuple(id(f.x) for f in folds)), compute)
 
 
 class CrossValidation(tuple):

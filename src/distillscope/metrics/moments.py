@@ -418,10 +418,18 @@ class SecondMoments:
     def eigh(self) -> tuple[np.ndarray, np.ndarray]:
         """Descending eigen-decomposition ``(lam, vectors)`` of the centred scatter (cached):
         a teacher's is computed once for every student compared with it."""
-        if "eigh" not in self._cache:
+        def decompose():
             lam, vec = np.linalg.eigh(self.centered()[2])
-            self._cache["eigh"] = (lam[::-1], vec[:, ::-1])
-        return self._cache["eigh"]
+            return lam[::-1], vec[:, ::-1]
+
+        return self.cached("eigh", decompose)
+
+    def cached(self, key, compute):
+        """``compute()`` once per state: what is derived from these moments (their
+        decompositions, whitening) is shared by every metric and pair that reads them."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def _centered(self) -> tuple[int, np.ndarray, np.ndarray]:
         d = self.n_features

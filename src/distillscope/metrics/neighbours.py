@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -34,12 +35,29 @@ KNN_K = 10
 _TINY_NORM = 1e-12  # torch.nn.functional.normalize's eps: a zero row stays zero
 
 
-def unit_rows(z: np.ndarray, dtype) -> np.ndarray:
-    """Rows divided by their norm (``max(||z||, 1e-12)``), as a new array of ``dtype``."""
-    z = np.array(z, dtype=dtype, copy=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", z, z))
-    z /= np.maximum(norms, _TINY_NORM)[:, None]
-    return z
+def unit_rows(z: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows divided by their norm (``max(||z||, 1e-12)``, in float64), as ``dtype``, into
+    ``out`` when given; one numba pass (``_kernels.unit_rows_into``)."""
+    from .._kernels import jit_enabled, unit_rows_into
+    from .._scratch import POOL, cast_into
+
+    z = np.asarray(z)
+    out = np.empty(z.shape, dtype=dtype) if out is None else out
+    if not jit_enabled():  # the same arithmetic in numpy, for speed without the JIT
+        wide = z.astype(np.float64)
+        scale = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", wide, wide)), _TINY_NORM)
+        np.multiply(wide, scale[:, None], out=out, casting="unsafe")
+        return out
+    if z.dtype == np.float16:  # widened (exactly) through a buffer of the pool
+        wide = POOL.take(z.shape, np.float32)
+        try:
+            cast_into(z, wide)
+            unit_rows_into(wide, out)
+        finally:
+            POOL.give(wide)
+        return out
+    unit_rows_into(np.ascontiguousarray(z), out)
+    return out
 
 
 def _tile(n: int, dtype, tile: int | None) -> int:
@@ -63,23 +81,37 @@ class Samples:
     """
 
     def __init__(self, values):
-        values = check_matrix(values, "Z")
-        self.values = values.astype(np.promote_types(values.dtype, np.float32), copy=False)
-        self.dtype = np.float64 if self.values.dtype == np.float64 else np.float32
+        self.held = check_matrix(values, "Z")  # as given: float16 rows stay float16
+        self.dtype = np.float64 if self.held.dtype == np.float64 else np.float32
+        self._values: np.ndarray | None = None
         self._wanted: dict = {"knn": 0, "exp": set(), "train": 0}
         self._train_split: tuple[np.ndarray, np.ndarray] | None = None
         self._products: dict | None = None
-        self._unit: np.ndarray | None = None
 
     @property
     def n(self) -> int:
-        return self.values.shape[0]
+        return self.held.shape[0]
 
-    def unit(self) -> np.ndarray:
-        """The unit-normalised rows in the similarity dtype (cached)."""
-        if self._unit is None:
-            self._unit = unit_rows(self.values, self.dtype)
-        return self._unit
+    @property
+    def values(self) -> np.ndarray:
+        """The rows as float32 (float64 when given float64), exactly (cached)."""
+        if self._values is None:
+            from .._scratch import widen_float16
+
+            self._values = widen_float16(self.held).astype(self.dtype, copy=False)
+        return self._values
+
+    @contextmanager
+    def unit(self):
+        """The unit-normalised rows in the similarity dtype, in a buffer of the pool (given
+        back on leaving the ``with`` block: ``2 n d`` bytes are not held between uses)."""
+        from .._scratch import POOL
+
+        out = POOL.take(self.held.shape, self.dtype)
+        try:
+            yield unit_rows(self.held, self.dtype, out)
+        finally:
+            POOL.give(out)
 
     def request(self, *, knn: int = 0, exp_t: float | None = None, train_knn: int = 0,
                 split: tuple[np.ndarray, np.ndarray] | None = None) -> None:
@@ -116,97 +148,151 @@ class Samples:
             self.request(train_knn=k, split=split)
         return self._read("train")[:, :k]
 
+    def compute(self) -> None:
+        """Run the similarity pass now for what was requested (else at the first read)."""
+        if self._products is None and (self._wanted["knn"] or self._wanted["exp"]
+                                       or self._wanted["train"]):
+            self._read("knn")
+
     def _read(self, name: str):
         if self._products is None:
-            self._products = similarity_pass(self.unit(), knn=self._wanted["knn"],
-                                             exp_t=sorted(self._wanted["exp"]),
-                                             train_knn=self._wanted["train"],
-                                             split=self._train_split)
+            with self.unit() as unit:
+                self._products = similarity_pass(unit, knn=self._wanted["knn"],
+                                                 exp_t=sorted(self._wanted["exp"]),
+                                                 train_knn=self._wanted["train"],
+                                                 split=self._train_split)
         return self._products[name]
 
 
 def similarity_pass(unit: np.ndarray, *, knn: int = 0, exp_t=(), train_knn: int = 0,
                     split: tuple[np.ndarray, np.ndarray] | None = None,
                     tile: int | None = None) -> dict:
-    """One blocked pass over the upper tiles of ``unit @ unit.T``; see ``Samples``."""
-    from .._kernels import topk_masked, topk_tile
+    """One blocked pass over the upper tiles of ``unit @ unit.T``; see ``Samples``.
+
+    Each tile is formed once (BLAS) and read once by ``_kernels.scan_tile``, which sums the
+    uniformity's exponentials and marks the entries that may enter a neighbour list; the marked
+    ones go to the lists' insertion kernel. The diagonal tiles come first: every list fills up
+    within its own block (``_kernels.offer_tile``), so that later tiles need only the marks.
+    """
+    from .._kernels import exp_sum_tile, scan_tile
 
     n = unit.shape[0]
     tile = _tile(n, unit.dtype, tile)
-    lists = _Lists(n, knn, unit.dtype)
+    everyone = np.arange(n)
+    lists = _Lists(everyone, everyone, knn, unit.dtype) if knn else None
+    exp_t = sorted(float(t) for t in exp_t)
     exp_total = {t: 0.0 for t in exp_t}
     train = None
-    if train_knn:
+    if train_knn:  # test samples own lists, train samples are their candidates
         train_mask, test_mask = split
-        role = np.full(n, -2, np.int64)  # test rows own lists, train rows are candidates
-        role[train_mask] = -1
-        role[test_mask] = np.arange(int(np.count_nonzero(test_mask)))
-        train = (_Lists(int(np.count_nonzero(test_mask)), train_knn, unit.dtype), role)
+        slot = np.full(n, -1, np.int64)
+        slot[test_mask] = np.arange(int(np.count_nonzero(test_mask)))
+        train = _Lists(slot, np.where(train_mask, everyone, -1), train_knn, unit.dtype)
     sims_buffer = np.empty((tile, tile), unit.dtype)
-    scratch = np.empty((tile, tile), unit.dtype)
-    threshold = np.empty(tile, unit.dtype)
-    for a in range(0, n, tile):
-        rows = unit[a:a + tile]
-        for b in range(a, n, tile):
-            cols = unit[b:b + tile]
-            sims = sims_buffer[: rows.shape[0], : cols.shape[0]]
-            np.matmul(rows, cols.T, out=sims)
-            if knn:
-                topk_tile(sims, a, b, lists.idx, lists.val, lists.filled, threshold, b > a)
-            if train is not None:
-                topk_masked(sims, a, b, train[1], train[0].idx, train[0].val, train[0].filled,
-                            b > a)
-            for t in exp_total:
-                exp_total[t] += _exp_tile_sum(sims, scratch, t, diagonal=a == b) * (
-                    1.0 if a == b else 2.0)
-    return {"knn": lists.idx, "exp": exp_total,
-            "train": None if train is None else train[0].idx}
+    hits_buffer = np.empty((tile, tile), np.bool_)
+    never = np.full(tile, np.inf, unit.dtype)
+    order = [(a, a) for a in range(0, n, tile)] + [(a, b) for a in range(0, n, tile)
+                                                   for b in range(a + tile, n, tile)]
+    for a, b in order:
+        rows, cols = unit[a:a + tile], unit[b:b + tile]
+        sims = sims_buffer[: rows.shape[0], : cols.shape[0]]
+        np.matmul(rows, cols.T, out=sims)
+        weight = 1.0 if a == b else 2.0  # an upper tile stands for its mirror too
+        row_kth, col_kth, filled_rows = never[: sims.shape[0]], never[: sims.shape[1]], False
+        if lists is not None:
+            row_kth, filled_rows = lists.fill_or_threshold(sims, a, b)
+            col_kth = lists.threshold(b, b + sims.shape[1]) if b > a else col_kth
+        if lists is not None or exp_t:
+            hits = hits_buffer[: sims.shape[0], : sims.shape[1]]
+            two_t = 2.0 * exp_t[0] if exp_t else 0.0
+            total = scan_tile(sims, row_kth, col_kth, two_t, a == b, hits)
+            if exp_t:
+                exp_total[exp_t[0]] += total * weight
+            if lists is not None:
+                lists.offer_marked(sims, hits, a, b, rows=not filled_rows, columns=b > a)
+        for t in exp_t[1:]:  # ||u - v||^2 = 2 - 2 u.v for unit rows
+            exp_total[t] += exp_sum_tile(sims, 2.0 * t, a == b) * weight
+        if train is not None:
+            train.offer(sims, a, b, columns=b > a)
+    return {"knn": None if lists is None else lists.idx, "exp": exp_total,
+            "train": None if train is None else train.idx}
 
 
 class _Lists:
-    """Running top-k lists of ``n`` owners: indices, values, how many are filled."""
+    """Running top-k lists, and how a tile of similarities is offered to them.
 
-    def __init__(self, n: int, k: int, dtype):
-        self.idx = np.empty((n, k), np.int64)
-        self.val = np.empty((n, k), dtype)
-        self.filled = np.zeros(n, np.int64)
-
-
-def _exp_tile_sum(sims: np.ndarray, scratch: np.ndarray, t: float, *, diagonal: bool) -> float:
-    """``sum exp(-t max(2 - 2 s, 0))`` over a tile (its diagonal left out), summed in float64.
-
-    ``||u - v||^2 = 2 - 2 u.v`` for unit rows; numpy's vectorised exp does the work.
+    ``owner_of[i]`` is the list sample ``i`` owns (negative: none); ``candidate_of[i]`` the index
+    stored when sample ``i`` enters a list (negative: it is no one's candidate). A list never
+    gets its own sample; ties go to the lower index, whatever the order of the tiles.
     """
-    work = scratch[: sims.shape[0], : sims.shape[1]]
-    np.multiply(sims, 2.0 * t, out=work)
-    np.subtract(work, 2.0 * t, out=work)
-    np.minimum(work, 0.0, out=work)
-    np.exp(work, out=work)
-    if diagonal:
-        np.fill_diagonal(work, 0.0)
-    return float(work.sum(dtype=np.float64))
+
+    def __init__(self, owner_of: np.ndarray, candidate_of: np.ndarray, k: int, dtype):
+        size = int(owner_of.max(initial=-1)) + 1
+        self.roles = np.stack([owner_of, candidate_of]).astype(np.int64)
+        self.k = k
+        self.idx = np.empty((size, k), np.int64)
+        self.val = np.empty((size, k), dtype)
+        self.filled = np.zeros(size, np.int64)
+        self.kth = np.full(size, -np.inf, dtype)  # each list's k-th best; -inf while filling
+        self.lists = (self.idx, self.val, self.filled, self.kth)
+
+    def threshold(self, lo: int, hi: int) -> np.ndarray:
+        """The k-th best of the lists samples ``lo:hi`` own (+inf for samples owning none)."""
+        owner = self.roles[0, lo:hi]
+        return np.where(owner >= 0, self.kth[np.maximum(owner, 0)], np.inf).astype(self.kth.dtype)
+
+    def fill_or_threshold(self, sims: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, bool]:
+        """The rows' thresholds, and whether the rows were done: if some list is still filling,
+        the tile's rows are offered every entry now (``_kernels.offer_tile``) and +inf is
+        returned (nothing left to mark for them)."""
+        from .._kernels import offer_tile
+
+        kth = self.threshold(row0, row0 + sims.shape[0])
+        if not np.isneginf(kth).any():
+            return kth, False
+        offer_tile(sims, row0, col0, self.roles, self.lists)
+        return np.full_like(kth, np.inf), True
+
+    def offer_marked(self, sims: np.ndarray, hits: np.ndarray, row0: int, col0: int, *,
+                     rows: bool, columns: bool) -> None:
+        """Offer the marked entries of a tile to their rows' lists (with ``rows``) and their
+        columns' lists (with ``columns``), each checked against the list as it is now."""
+        from .._kernels import offer_marked
+
+        marked = np.flatnonzero(hits)  # numpy's 1-D flatnonzero is 7x its 2-D nonzero
+        if marked.size:
+            offer_marked(sims, marked, row0, col0, int(rows) | (2 * int(columns)), self.roles,
+                         self.lists)
+
+    def offer(self, sims: np.ndarray, row0: int, col0: int, *, columns: bool) -> None:
+        """Offer a tile (rows ``row0..``, columns ``col0..``) to the rows' lists and, with
+        ``columns`` (a tile above the diagonal), to the columns' lists."""
+        row_kth, filled_rows = self.fill_or_threshold(sims, row0, col0)
+        col_kth = (self.threshold(col0, col0 + sims.shape[1]) if columns
+                   else np.full(sims.shape[1], np.inf, self.val.dtype))
+        hits = (sims >= row_kth[:, None]) | (sims >= col_kth[None, :])
+        self.offer_marked(sims, hits, row0, col0, rows=not filled_rows, columns=columns)
 
 
 def cross_neighbours(query: np.ndarray, reference: np.ndarray, k: int,
                      tile: int | None = None) -> np.ndarray:
     """For each query row, the indices of its k most similar reference rows (unit rows given;
     two different sets: no self exclusion). Ties go to the lower index."""
-    from .._kernels import topk_tile
-
-    m = query.shape[0]
-    tile = _tile(max(m, reference.shape[0]), query.dtype, tile)
-    lists = _Lists(m, k, query.dtype)
+    m, n_ref = query.shape[0], reference.shape[0]
+    tile = _tile(max(m, n_ref), query.dtype, tile)
+    # samples 0..m-1 are the queries (owners), m.. the reference rows (candidates)
+    owner_of = np.r_[np.arange(m), np.full(n_ref, -1)]
+    candidate_of = np.r_[np.full(m, -1), np.arange(n_ref)]
+    lists = _Lists(owner_of, candidate_of, k, query.dtype)
     sims_buffer = np.empty((tile, tile), query.dtype)
-    threshold = np.empty(tile, query.dtype)
-    offset = reference.shape[0] + m  # column ids never equal a row id: nothing is "self"
     for a in range(0, m, tile):
         rows = query[a:a + tile]
-        for b in range(0, reference.shape[0], tile):
+        for b in range(0, n_ref, tile):
             cols = reference[b:b + tile]
             sims = sims_buffer[: rows.shape[0], : cols.shape[0]]
             np.matmul(rows, cols.T, out=sims)
-            topk_tile(sims, a, offset + b, lists.idx, lists.val, lists.filled, threshold, False)
-    return lists.idx - offset
+            lists.offer(sims, a, m + b, columns=False)
+    return lists.idx
 
 
 def knn_vote(neighbours: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -261,7 +347,10 @@ def mutual_knn(x, y, *, k: int = KNN_K, tile: int | None = None) -> tuple[float,
     if not 1 <= k < n:
         raise InputError(f"k must lie in 1..n-1 = {n - 1}; got {k}")
     if tile is not None:
-        lists = [similarity_pass(s.unit(), knn=k, tile=tile)["knn"] for s in (sx, sy)]
+        lists = []
+        for side in (sx, sy):
+            with side.unit() as unit:
+                lists.append(similarity_pass(unit, knn=k, tile=tile)["knn"])
     else:
         lists = [s.neighbours(k) for s in (sx, sy)]
     return knn_overlap(np.ascontiguousarray(lists[0]), np.ascontiguousarray(lists[1])) / (n * k), \
@@ -293,7 +382,7 @@ def uniformity(z, *, t: float = 2.0, include_diagonal: bool = False,
     s = _samples(z)
     n = s.n
     if batch_size:
-        unit = unit_rows(s.values, np.float64)
+        unit = unit_rows(s.held, np.float64)
         per_batch = []
         for start in range(0, n, batch_size):
             zb = unit[start:start + batch_size]
@@ -307,6 +396,8 @@ def uniformity(z, *, t: float = 2.0, include_diagonal: bool = False,
         return float(np.mean(per_batch))
     if n < 2 and not include_diagonal:
         raise InputError("uniformity over pairs i != j needs at least 2 samples")
+    if not 0 < t <= 8:
+        raise InputError(f"uniformity over all pairs takes t in (0, 8]; got {t}")
     total = s.exp_sum(t) + (n if include_diagonal else 0.0)
     pairs = n * n if include_diagonal else n * (n - 1)
     return float(math.log(total / pairs))
@@ -347,14 +438,14 @@ def infonce(student, teacher, *, tau: float = 0.1, batch_size: int = 64,
     """
     s, t = _samples(student), _samples(teacher)
     _check_same_samples(s, t)
-    if s.values.shape[1] != t.values.shape[1]:
+    if s.held.shape[1] != t.held.shape[1]:
         raise InputError(f"InfoNCE compares student and teacher in one space; got widths "
-                         f"{s.values.shape[1]} and {t.values.shape[1]}")
+                         f"{s.held.shape[1]} and {t.held.shape[1]}")
     if reduction not in ("sample", "batch"):
         raise InputError(f"reduction must be 'sample' or 'batch'; got {reduction!r}")
     if tau <= 0 or batch_size < 2:
         raise InputError(f"tau must be > 0 and batch_size >= 2; got {tau}, {batch_size}")
-    us, ut = unit_rows(s.values, np.float64), unit_rows(t.values, np.float64)
+    us, ut = unit_rows(s.held, np.float64), unit_rows(t.held, np.float64)
     losses, bounds, weights = [], [], []
     for start in range(0, s.n, batch_size):
         stop = min(s.n, start + batch_size)

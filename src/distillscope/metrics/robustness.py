@@ -48,20 +48,26 @@ class DriftAccumulator:
         self.zero_norm = 0
 
     def update(self, clean: np.ndarray, noisy: np.ndarray) -> "DriftAccumulator":
-        clean = np.asarray(clean, dtype=np.float64)
-        noisy = np.asarray(noisy, dtype=np.float64)
+        from .._kernels import drift_sums, jit_enabled
+        from .._scratch import widen_float16
+
+        clean, noisy = (widen_float16(np.asarray(a)) for a in (clean, noisy))
         if clean.shape != noisy.shape or clean.ndim != 2:
             raise InputError(f"clean and noisy blocks must be (n, d) of one shape; got "
                              f"{clean.shape} and {noisy.shape}")
-        norm = np.sqrt(np.einsum("ij,ij->i", clean, clean))
-        diff = noisy - clean
-        change = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        ok = norm > 0
-        ratio = change[ok] / norm[ok]
-        self.total += float(ratio.sum())
-        self.squared += float((ratio**2).sum())
-        self.count += int(ok.sum())
-        self.zero_norm += int((~ok).sum())
+        if jit_enabled():  # one fused pass in float64
+            total, squared, count, zero = drift_sums(np.ascontiguousarray(clean),
+                                                     np.ascontiguousarray(noisy))
+        else:  # the same sums in numpy
+            c, d = clean.astype(np.float64), noisy.astype(np.float64) - clean
+            norm, change = (np.sqrt(np.einsum("ij,ij->i", a, a)) for a in (c, d))
+            ratio = change[norm > 0] / norm[norm > 0]
+            total, squared = float(ratio.sum()), float((ratio**2).sum())
+            count, zero = int(ratio.size), int(np.count_nonzero(norm == 0))
+        self.total += total
+        self.squared += squared
+        self.count += count
+        self.zero_norm += zero
         return self
 
     def merge(self, other: "DriftAccumulator") -> "DriftAccumulator":
@@ -249,14 +255,17 @@ class Probes:
             train_labels = self.labels[self.train]
             y_test = self.labels[self.test]
             k = min(k, int(np.count_nonzero(self.train)))
-            reference = self.clean.unit()[self.train]
+            with self.clean.unit() as clean:
+                reference = clean[self.train]
             out = {}
             for name, samples in self.conditions.items():
                 if samples is self.clean:
                     neighbours = self.clean.train_neighbours(k, (self.train, self.test))
                     predicted = knn_vote(neighbours, self.labels)
                 else:
-                    neighbours = cross_neighbours(samples.unit()[self.test], reference, k)
+                    with samples.unit() as unit:
+                        query = unit[self.test]
+                    neighbours = cross_neighbours(query, reference, k)
                     predicted = knn_vote(neighbours, train_labels)
                 out[name] = float(np.mean(predicted == y_test))
             self._cache[key] = out
