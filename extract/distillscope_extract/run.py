@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from distillscope import OutputError
-from distillscope.outputs import check_output_path
+from distillscope.outputs import check_output_path, write_atomically
 from distillscope.store import StoreWriter
 
 from .conditions import Condition
@@ -186,23 +186,9 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
 
 
 # ------------------------------------------------------------------------------------ shards
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Work files (shards, the plan) through the library's one atomic-write helper."""
+    write_atomically(path, write, overwrite=True, what="work file")
 
 
 def _shard_name(start: int, stop: int) -> str:
@@ -310,7 +296,7 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
             keep = plan.layers_of(name, condition.name)
             folder = plan.work / name / condition.name
             folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob("*.tmp"):
+            for stale in folder.glob(".*.tmp-*"):  # a killed run's unfinished shard
                 stale.unlink()
             chain = _shards(folder)
             done = chain[-1][1] if chain else 0

@@ -1,7 +1,12 @@
-"""Every output distillscope writes (stores, results, reports) goes through here.
+"""Every output distillscope writes (stores, results, reports, extraction shards) goes through
+here: one set of guarantees.
 
-``check_output_path`` refuses, before any work, an output that would destroy something;
-``publish`` moves a finished temporary file into place atomically.
+``check_output_path`` refuses, before any work, an output that would destroy something (an
+input, a device, an existing file without ``overwrite``); the output is written under a
+temporary name in the same folder; ``publish`` syncs it, moves it into place atomically (never
+over a file that appeared meanwhile unless ``overwrite``, never over anything but a regular
+file) and syncs the folder, so a reader sees the old file or the new one, whole, even after a
+crash. ``write_atomically`` does all three for a file written in one go.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pathlib import Path
 
 from ._errors import OutputError
 
-__all__ = ["check_output_path", "refuse_special_file", "publish", "temporary_name"]
+__all__ = ["check_output_path", "refuse_special_file", "publish", "temporary_name",
+           "write_atomically"]
 
 
 def check_output_path(path: Path, *, overwrite: bool, what: str,
@@ -60,7 +66,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def temporary_name(path: Path) -> Path:
-    """The hidden name an output is written under before ``publish`` renames it into place."""
+    """The hidden name an output is written under before ``publish`` renames it into place:
+    ``.NAME.tmp-PID`` in the same folder."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
@@ -97,4 +104,39 @@ def publish(tmp: Path, path: Path, *, overwrite: bool, what: str) -> Path:
                           "path") from None
     finally:
         tmp.unlink(missing_ok=True)
+    _sync_folder(path.parent)
     return path
+
+
+def write_atomically(path: Path, write, *, overwrite: bool, what: str,
+                     inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Path:
+    """``write(file)`` into a temporary file, then ``publish`` it at ``path`` (checked first
+    with ``check_output_path``); nothing is left behind if ``write`` fails."""
+    path = Path(path)
+    check_output_path(path, overwrite=overwrite, what=what, inputs=inputs)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write the {what} ({err.strerror or err}); choose "
+                          "another output path") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return publish(tmp, path, overwrite=overwrite, what=what)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder so a rename in it survives a crash (where the file system allows)."""
+    try:
+        fd = os.open(folder if str(folder) else ".", os.O_RDONLY)
+    except OSError:  # not every file system lets a folder be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

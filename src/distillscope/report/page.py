@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._errors import InputError, OutputError
+from .._errors import InputError
 from .._version import __version__
 
 __all__ = ["render_report", "write_report"]
@@ -266,22 +266,14 @@ def write_report(results: xr.Dataset | str | os.PathLike[str], path: str | os.Pa
     Never over the results file it reads nor the store they came from, nor over anything but
     a regular file; an existing report only with ``overwrite``.
     """
-    from ..outputs import publish, temporary_name
+    from ..outputs import check_output_path, write_atomically
     from ..results import load_results
-    from ..outputs import check_output_path
 
     path = Path(path)
     source = None if isinstance(results, xr.Dataset) else results
     check_output_path(path, overwrite=overwrite, what="report", inputs=[source])
     if source is not None:
         results = load_results(source)
-    check_output_path(path, overwrite=overwrite, what="report",
-                      inputs=[results.attrs.get("store")])
-    page = render_report(results, title=title)
-    tmp = temporary_name(path)
-    try:
-        tmp.write_text(page, encoding="utf-8")
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write the report ({err.strerror or err})") from None
-    return publish(tmp, path, overwrite=overwrite, what="report")
+    page = render_report(results, title=title).encode("utf-8")
+    return write_atomically(path, lambda fh: fh.write(page), overwrite=overwrite, what="report",
+                            inputs=[source, results.attrs.get("store")])

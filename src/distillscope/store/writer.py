@@ -18,7 +18,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._version import __version__
-from ..outputs import check_output_path, refuse_special_file
+from ..outputs import check_output_path, publish
 from .schema import (CHUNK_BYTES, FORMAT, FORMAT_VERSION, ROLES, WRITE_BYTES, attr_value,
                      check_float_dtype, check_name, layer_kind)
 
@@ -98,6 +98,7 @@ class StoreWriter:
                  provenance: Mapping[str, Any] | None = None):
         self.path = Path(path)
         check_output_path(self.path, overwrite=overwrite, what="store")
+        self._overwrite = overwrite
         ids = np.asarray(sample_ids)
         if ids.ndim != 1 or ids.size == 0 or ids.dtype.kind not in "iu":
             raise InputError(
@@ -272,11 +273,7 @@ class StoreWriter:
         self._file.attrs["complete"] = np.bool_(True)
         self._file.flush()
         self._file.close()
-        with open(self._partial, "rb+") as fh:
-            os.fsync(fh.fileno())
-        refuse_special_file(self.path, "store")
-        os.replace(self._partial, self.path)
-        return self.path
+        return publish(self._partial, self.path, overwrite=self._overwrite, what="store")
 
     def abort(self) -> None:
         """Close and delete the partial file; nothing at ``path`` is touched."""
