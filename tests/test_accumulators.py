@@ -94,11 +94,11 @@ def test_engine_accumulators_merge_like_one_pass(store, seed, convention):
                 _close([sa.a, sa.aa], [sb.a, sb.aa], f"norm sums {key}")
                 _close(sa.w, sb.w, f"weighted sums {key}")
         _close(got.full.eigenvalues(), m.full.eigenvalues(), f"spectrum {key}")
-    from distillscope.engine.finalize import _pair_moments
+    from distillscope.engine.finalize import pair_statistics
 
     for pair in single["pair"]:
-        a, folds_a = _pair_moments(merged, pair)
-        b, folds_b = _pair_moments(single, pair)
+        a, folds_a = pair_statistics(merged, pair)
+        b, folds_b = pair_statistics(single, pair)
         _close(a.blocks()[2], b.blocks()[2], f"cross {pair}")
         _close(a.hsic_unbiased(), b.hsic_unbiased(), f"unbiased HSIC {pair}")
         for fa, fb in zip(folds_a or [], folds_b or []):

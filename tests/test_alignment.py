@@ -9,6 +9,7 @@ import scipy.linalg
 
 from distillscope.metrics import alignment as al
 from distillscope.metrics import neighbours as nb
+from distillscope.metrics import predictivity as pr
 import distillscope as ds
 
 import reference_alignment as ref
@@ -108,7 +109,7 @@ def test_ridge_retention_matches_explicit_cv():
     x, y = _data(240, 8, 6, seed=7)
     folds = [np.arange(i * 60, (i + 1) * 60) for i in range(4)]
     moments = [ds.PairMoments(8, 6).update(x[f], y[f]) for f in folds]
-    r2, spectrum = al.ridge_retention(moments, ridge=1e-2)
+    r2, spectrum = pr.ridge_retention(moments, ridge=1e-2)
     r2_ref, spectrum_ref = ref.ridge_cv(x, y, folds, 1e-2)
     assert r2 == pytest.approx(r2_ref, rel=1e-9)
     np.testing.assert_allclose(spectrum, spectrum_ref, rtol=1e-8, atol=1e-10)

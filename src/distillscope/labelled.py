@@ -112,7 +112,7 @@ def _scores() -> dict:
 def _score(metric, x, y, **kwargs) -> float:
     """A teacher-student metric of two arrays: their statistic, then the registry's compute."""
     from .conventions import get_convention
-    from .metrics.alignment import N_FOLDS, CrossValidation
+    from .metrics.predictivity import N_FOLDS, CrossValidation
     from .metrics.neighbours import Samples
     from .metrics.pairs import check_pair, fold_bounds, pair_moments
 

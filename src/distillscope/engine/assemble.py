@@ -18,7 +18,8 @@ import numpy as np
 import xarray as xr
 
 from .._version import __version__
-from ..metrics.alignment import N_ANGLES, N_FOLDS, RIDGE
+from ..metrics.alignment import N_ANGLES
+from ..metrics.predictivity import N_FOLDS, RIDGE
 from ..metrics.frequency import BANDS, RADIAL_BINS, radial_profile
 from ..metrics.neighbours import KNN_K
 from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES,

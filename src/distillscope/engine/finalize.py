@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._errors import InputError
-from ..metrics.alignment import CrossValidation, DegenerateWarning
+from ..metrics.alignment import DegenerateWarning
+from ..metrics.predictivity import CrossValidation
 from ..metrics.pairs import PairMoments
 from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, TEACHER_STUDENT, Metric)
 from ..metrics.robustness import Probes
@@ -128,7 +129,8 @@ def _representations(plan: Plan, stats: dict[str, dict], values: Values) -> None
                 _apply(m, values, key, lambda m=m, a=args: m.compute(stats["samples"][key], **a))
 
 
-def _pair_moments(stats: dict[str, dict], pair) -> tuple[PairMoments, CrossValidation | None]:
+def pair_statistics(stats: dict[str, dict], pair) -> tuple[PairMoments, CrossValidation | None]:
+    """The PairMoments of a pair (and its folds' CrossValidation) from the pass's statistics."""
     x, y = (stats["moments"][k] for k in pair)
     full, folds = stats["pair"][pair]
     joint = PairMoments.from_parts(x.full, y.full, full)
@@ -143,7 +145,7 @@ def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None
     for pair in plan.pairs:
         t_key, s_key = pair
         index = (s_key[0], s_key[1], t_key[2], s_key[2])
-        joint, folds = _pair_moments(stats, pair) if pair in stats["pair"] else (None, None)
+        joint, folds = pair_statistics(stats, pair) if pair in stats["pair"] else (None, None)
         for m in chosen:
             args = m.arguments(plan.convention)
             if m.statistic == "pair":
@@ -170,7 +172,7 @@ def _clean_condition(plan: Plan, stats: dict[str, dict], values: Values) -> None
         for m in chosen:
             args = m.arguments(plan.convention)
             if m.statistic == "pair" and pair in stats["pair"]:
-                joint = _pair_moments(stats, pair)[0]
+                joint = pair_statistics(stats, pair)[0]
                 _apply(m, values, key, lambda m=m, a=args: m.compute(joint, **a))
             elif m.statistic == "drift" and pair in stats["drift"]:
                 _apply(m, values, key, lambda m=m, a=args: m.compute(stats["drift"][pair], **a))

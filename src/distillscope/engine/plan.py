@@ -21,7 +21,7 @@ import numpy as np
 
 from .._errors import InputError, StoreError
 from ..conventions import Convention
-from ..metrics.alignment import N_FOLDS
+from ..metrics.predictivity import N_FOLDS
 from ..metrics.neighbours import KNN_K
 from ..metrics.pairs import fold_bounds
 from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT, Metric,

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from .._errors import InputError
+from .linalg import along, eigh_desc, inv_sqrt, numerical_rank
 from .pairs import PairMoments, check_pair, pair_moments
 from .registry import TEACHER_STUDENT, metric, register, Metric
 
@@ -31,46 +32,15 @@ __all__ = [
     "principal_angles",
     "procrustes_angular",
     "variance_captured",
-    "ridge_retention",
-    "CrossValidation",
-    "N_FOLDS",
-    "RIDGE",
     "N_ANGLES",
 ]
 
-#: contiguous cross-validation folds of the sample order, and the ridge penalty (x tr(Syy)/d2)
-N_FOLDS = 5
-RIDGE = 1e-3
 #: principal angles reported
 N_ANGLES = 10
 
 
 class DegenerateWarning(UserWarning):
     """A metric is computed where it is known to be biased or trivial (the message says why)."""
-
-
-def _eigh_desc(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lam, vec = np.linalg.eigh(matrix)
-    return lam[::-1], vec[:, ::-1]
-
-
-def _along(v: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """``diag(V^T S V)``: the scatter of ``S`` along each column of ``V`` (one BLAS call)."""
-    return np.sum(v * (s @ v), axis=0)
-
-
-def _rank(lam: np.ndarray) -> int:
-    """Numerical rank from descending eigenvalues of a scatter matrix."""
-    if not lam.size or not lam[0] > 0:
-        return 0
-    return int(np.count_nonzero(lam > lam[0] * lam.size * np.finfo(np.float64).eps))
-
-
-def _inv_sqrt(matrix: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Pseudo-inverse square root of a symmetric PSD matrix (rank-revealing)."""
-    lam, vec = _eigh_desc(matrix) if eig is None else eig
-    keep = lam > lam[0] * matrix.shape[0] * np.finfo(np.float64).eps if lam.size else lam > 0
-    return (vec[:, keep] / np.sqrt(lam[keep])) @ vec[:, keep].T
 
 
 # ---------------------------------------------------------------------------------------- CKA
@@ -174,10 +144,10 @@ def _guard_cca(n: int, d1: int, d2: int, name: str) -> None:
 
 def _canonical(sxx, syy, sxy, eig_x=None, eig_y=None, weights: bool = False):
     """Canonical correlations (and with ``weights`` the X-side canonical weights)."""
-    eig_x = _eigh_desc(sxx) if eig_x is None else eig_x
-    eig_y = _eigh_desc(syy) if eig_y is None else eig_y
-    wx, wy = _inv_sqrt(sxx, eig_x), _inv_sqrt(syy, eig_y)
-    rank = min(_rank(eig_x[0]), _rank(eig_y[0]))
+    eig_x = eigh_desc(sxx) if eig_x is None else eig_x
+    eig_y = eigh_desc(syy) if eig_y is None else eig_y
+    wx, wy = inv_sqrt(sxx, eig_x), inv_sqrt(syy, eig_y)
+    rank = min(numerical_rank(eig_x[0]), numerical_rank(eig_y[0]))
     if not weights:
         rho = np.linalg.svd(wx @ sxy @ wy, compute_uv=False)
         return np.clip(rho[:rank], 0.0, 1.0), None
@@ -190,7 +160,7 @@ def _whitening(side) -> np.ndarray:
     by every student)."""
     def compute():
         lam, vec = side.eigh()
-        return _inv_sqrt(side.centered()[2], (lam, vec))
+        return inv_sqrt(side.centered()[2], (lam, vec))
 
     return side.cached("whitening", compute)
 
@@ -200,7 +170,7 @@ def _canonical_pair(m: PairMoments):
     computed once per state: CCA and PWCCA read the same decomposition."""
     def compute():
         wx, wy = _whitening(m.x), _whitening(m.y)
-        rank = min(_rank(m.eig("x")[0]), _rank(m.eig("y")[0]))
+        rank = min(numerical_rank(m.eig("x")[0]), numerical_rank(m.eig("y")[0]))
         u, rho, vt = np.linalg.svd(wx @ m.blocks()[2] @ wy, full_matrices=False)
         return np.clip(rho[:rank], 0.0, 1.0), u[:, :rank], vt[:rank].T, wx, wy
 
@@ -280,7 +250,7 @@ def pwcca(x, y=None) -> float:
     rho, u, v, wx, wy = _canonical_pair(m)
     if not rho.size:  # a constant layer has no canonical direction
         return float("nan")
-    if _rank(m.eig("y")[0]) < _rank(m.eig("x")[0]):  # the narrower layer: Y (the SVD of the
+    if numerical_rank(m.eig("y")[0]) < numerical_rank(m.eig("x")[0]):  # the narrower layer: Y (the SVD of the
         scatter, weights = syy, wy @ v  # transposed matrix has the singular vectors swapped)
     else:
         scatter, weights = sxx, wx @ u
@@ -375,8 +345,8 @@ def procrustes_angular(x, y=None, *, alpha: float = 1.0) -> float:
         norms = math.sqrt(max(np.trace(sxx) * np.trace(syy), 0.0))
     else:
         (lx, vx), (ly, vy) = m.eig("x"), m.eig("y")
-        wx = alpha * np.eye(m.d1) + (1 - alpha) * _inv_sqrt(sxx / n, (lx / n, vx))
-        wy = alpha * np.eye(m.d2) + (1 - alpha) * _inv_sqrt(syy / n, (ly / n, vy))
+        wx = alpha * np.eye(m.d1) + (1 - alpha) * inv_sqrt(sxx / n, (lx / n, vx))
+        wy = alpha * np.eye(m.d2) + (1 - alpha) * inv_sqrt(syy / n, (ly / n, vy))
         nuclear = np.linalg.svd(wx.T @ sxy @ wy, compute_uv=False).sum()
         norms = math.sqrt(max(np.trace(wx.T @ sxx @ wx) * np.trace(wy.T @ syy @ wy), 0.0))
     if not norms > 0:  # a constant representation has no shape
@@ -403,132 +373,11 @@ def variance_captured(x, y=None) -> np.ndarray:
                          f"got {m.d1} and {m.d2}")
     _, syy, _ = m.blocks()
     _, vx = m.eig("x")
-    along = _along(vx, syy)
+    captured = along(vx, syy)
     total = np.trace(syy)
-    return np.cumsum(along) / total if total > 0 else np.full(m.d1, np.nan)
+    return np.cumsum(captured) / total if total > 0 else np.full(m.d1, np.nan)
 
 
-def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
-    r"""Cross-validated linear predictivity of the teacher from the student, and its spectrum.
-
-    For each fold f, ridge regression of the teacher on the student is fitted on the other folds
-    (centred at their means; penalty ``ridge * tr(S_yy) / d2``) and scored on f. With the
-    held-out residual scatter ``R`` and the held-out teacher scatter ``S_tt`` (about the fold's
-    own mean), pooled over folds:
-
-    * ``linear_predictivity`` :math:`= 1 - \mathrm{tr}\,R / \mathrm{tr}\,S_{tt}` (R^2 pooled over
-      teacher dimensions);
-    * the **retention spectrum** :math:`r_j = 1 - v_j^\top R v_j / v_j^\top S_{tt} v_j`, for each
-      teacher principal direction ``v_j`` of the whole data: the fraction of the teacher's
-      variance along ``v_j`` that the student preserves, linearly recoverable on held-out data.
-
-    Parameters
-    ----------
-    folds : sequence of PairMoments
-        One accumulator per fold (the same shift is not required).
-    ridge : float
-
-    Returns
-    -------
-    (float, ndarray of shape (d1,))
-    """
-    folds = list(folds)
-    if len(folds) < 2:
-        raise InputError(f"cross-validation needs at least 2 folds; got {len(folds)}")
-    d2 = folds[0].d2
-    xs = [f.x.centered() for f in folds]
-    ys = [f.y.centered() for f in folds]
-    sxy = [f.blocks()[2] for f in folds]
-    n_f = np.array([s[0] for s in xs], dtype=np.float64)
-    n_all = n_f.sum()
-    mx_all = sum(n * s[1] for n, s in zip(n_f, xs)) / n_all
-    my_all = sum(n * s[1] for n, s in zip(n_f, ys)) / n_all
-    dx = [s[1] - mx_all for s in xs]
-    dy = [s[1] - my_all for s in ys]
-    teacher = _teacher_folds(folds, xs, n_f, dx)  # shared by every student: computed once
-    syy_about = [s[2] + n * np.outer(d, d) for n, s, d in zip(n_f, ys, dy)]
-    syx_about = [c.T + n * np.outer(e, d) for n, c, d, e in zip(n_f, sxy, dx, dy)]
-    syy_all, syx_all = sum(syy_about), sum(syx_about)
-    residual = teacher["held_out_about_train"].copy()
-    for i in range(len(folds)):
-        # the other folds' scatter about their own mean, by the parallel-axis theorem
-        n_r = n_all - n_f[i]
-        ex = teacher["train_mean_offset"][i]
-        ey = (n_all * my_all - n_f[i] * ys[i][1]) / n_r - my_all
-        syy = syy_all - syy_about[i] - n_r * np.outer(ey, ey)
-        syt = syx_all - syx_about[i] - n_r * np.outer(ey, ex)
-        penalty = ridge * np.trace(syy) / d2
-        if penalty > 0:  # numpy's solve: scipy's LAPACK would contend with numpy's threads
-            syy.flat[:: d2 + 1] += penalty
-            w = np.linalg.solve(syy, syt)  # (d2, d1)
-        else:  # a constant student predicts nothing beyond the mean
-            w = np.zeros_like(syt)
-        delta_x, delta_y = dx[i] - ex, dy[i] - ey  # the fold's mean minus the training mean
-        s_ty = sxy[i] + n_f[i] * np.outer(delta_x, delta_y)
-        s_yy = ys[i][2] + n_f[i] * np.outer(delta_y, delta_y)
-        cross = s_ty @ w
-        residual -= cross + cross.T
-        residual += w.T @ (s_yy @ w)
-    total = np.trace(teacher["held_out"])
-    predictivity = 1.0 - np.trace(residual) / total if total > 0 else float("nan")
-    along_res = _along(teacher["directions"], residual)
-    along_tt = teacher["held_out_along"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spectrum = np.where(along_tt > 0, 1.0 - along_res / along_tt, np.nan)
-    return float(predictivity), spectrum
-
-
-def _teacher_folds(folds, xs, n_f, dx) -> dict:
-    """The teacher's part of the cross-validation, shared by every student it is compared
-    with (cached on the teacher's first fold): its principal directions over all folds, each
-    fold's training-mean offset, and the held-out scatters summed over the folds."""
-    def compute():
-        n_all = n_f.sum()
-        pooled = sum(s[2] + n * np.outer(d, d) for n, s, d in zip(n_f, xs, dx))
-        offsets, about_train = [], 0.0
-        for i, (n, s, d) in enumerate(zip(n_f, xs, dx)):
-            offset = -n * d / (n_all - n)  # the other folds' mean minus the overall mean
-            offsets.append(offset)
-            delta = d - offset
-            about_train = about_train + s[2] + n * np.outer(delta, delta)
-        directions = _eigh_desc(pooled)[1]
-        held_out = sum(s[2] for s in xs)
-        return {"directions": directions, "train_mean_offset": offsets,
-                "held_out_about_train": about_train, "held_out": held_out,
-                "held_out_along": _along(directions, held_out)}
-
-    return folds[0].x.cached(("teacher folds", tuple(id(f.x) for f in folds)), compute)
-
-
-class CrossValidation(tuple):
-    """The ``PairMoments`` of contiguous folds of the samples, with the ridge fit done once."""
-
-    def fit(self, ridge: float = RIDGE) -> tuple[float, np.ndarray]:
-        """``ridge_retention(self, ridge=ridge)``, cached; refused below 2 samples a fold."""
-        cache = self.__dict__.setdefault("_fits", {})
-        if ridge not in cache:
-            n = sum(f.count for f in self)
-            if n < 2 * len(self):
-                raise InputError(f"cross-validation over {len(self)} folds needs at least "
-                                 f"{2 * len(self)} samples; got {n}")
-            cache[ridge] = ridge_retention(self, ridge=ridge)
-        return cache[ridge]
-
-
-register(Metric(
-    name="linear_predictivity", long_name="cross-validated linear predictivity", units="1",
-    takes=TEACHER_STUDENT, statistic="folds", anchor="cross-validated-linear-predictivity",
-    compute=lambda folds, ridge: folds.fit(ridge)[0], function=ridge_retention,
-    params={"ridge": RIDGE}, tables={"alignment": "CV R^2"},
-    definition=f"{N_FOLDS}-fold ridge R^2 of the teacher from the student, pooled over teacher "
-               f"dimensions (penalty {RIDGE} tr(Syy)/d2)"))
-register(Metric(
-    name="retention", long_name="teacher variance retained per teacher principal direction",
-    units="1", takes=TEACHER_STUDENT, statistic="folds", dims=("component",),
-    anchor="cross-validated-linear-predictivity", compute=lambda folds, ridge: folds.fit(ridge)[1],
-    params={"ridge": RIDGE},
-    definition=f"1 - v_j^T R v_j / v_j^T S_tt v_j, R the held-out residual scatter of "
-               f"{N_FOLDS}-fold ridge regression of the teacher on the student; docs/metrics.md"))
 register(Metric(
     name="small_sample", long_name="pair with max(d1, d2) > n / 10", units="1",
     takes=TEACHER_STUDENT, statistic="pair", anchor="guards", family="alignment",

@@ -190,6 +190,7 @@ _DECLARING_MODULES = (
     "distillscope.metrics.dimensionality",
     "distillscope.metrics.frequency",
     "distillscope.metrics.alignment",
+    "distillscope.metrics.predictivity",
     "distillscope.metrics.neighbours",
     "distillscope.metrics.robustness",
     "distillscope.engine.derived",
