@@ -136,6 +136,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from ..metrics.registry import markdown_table, metrics
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    print(f"{'metric':<28} {'takes':<16} {'default':<8} long name (units)")
+    for name, m in metrics().items():
+        print(f"{name:<28} {m.takes:<16} {'yes' if m.default else 'no':<8} {m.long_name} "
+              f"({m.units}); docs/metrics.md#{m.anchor}")
+    return 0
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The options of an analysis (``analyze``, ``demo``, ``audit``)."""
     from ..conventions import CONVENTIONS
@@ -189,6 +202,11 @@ def register(sub) -> None:
                    help="analyse a store whose writer did not finish")
     add_analysis_options(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("metrics", help="list every registered metric (analyze --metrics NAME)")
+    p.add_argument("--markdown", action="store_true",
+                   help="as the table of docs/metrics.md")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("report", help="one self-contained HTML page from a results file",
                        description="Figures, headline numbers per model, and every definition "

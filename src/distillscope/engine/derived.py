@@ -108,7 +108,7 @@ register(Metric(
     name="frequency_response", long_name="frequency response", units="1", takes=RESULTS,
     statistic="results", compute=_frequency_response, dims=("model", "band", "layer"),
     anchor="robustness-from-features", family="robustness", function=frequency_response,
-    tables={"headline": "response"},
+    tables={"headline": "response {band}"},
     definition="band_drift / mean over bands of band_drift: 1 = flat, low > high = low-pass; "
                "docs/metrics.md section 5"))
 

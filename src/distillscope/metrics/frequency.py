@@ -331,8 +331,7 @@ def _declare(name: str, long_name: str, compute, definition: str, **fields) -> N
 
 _declare("band_fraction", "fraction of non-DC spatial power",
          lambda acc: np.array(list(band_fractions(acc.mean_power()).values())),
-         f"{_POWER}; docs/metrics.md section 3", dims=("band",), function=band_fractions,
-         tables={"headline": "bands"})
+         f"{_POWER}; docs/metrics.md section 3", dims=("band",), function=band_fractions)
 _declare("radial_profile", "fraction of non-DC spatial power per ring",
          lambda acc, bins: radial_profile(acc.mean_power(), bins)[1],
          f"{RADIAL_BINS} equal rings of rho over (0, sqrt 2]", dims=("radius",),

@@ -44,6 +44,8 @@ __all__ = [
     "CLEAN_CONDITION",
     "RESULTS",
     "FAMILY",
+    "by_variable",
+    "markdown_table",
 ]
 
 REPRESENTATION = "representation"
@@ -267,3 +269,17 @@ def by_variable(chosen: list[Metric]) -> Iterator[tuple[str, list[Metric]]]:
     for m in chosen:
         groups.setdefault(m.result_variable, []).append(m)
     yield from groups.items()
+
+
+def markdown_table() -> str:
+    """The registry as the Markdown table of ``docs/metrics.md`` (a test keeps them equal):
+    ``distillscope metrics --markdown`` prints it."""
+    rows = ["| metric | variable | takes | statistic | long name | units | default | definition |",
+            "|---|---|---|---|---|---|---|---|"]
+    for m in metrics().values():
+        variable = m.result_variable + (f"[{m.coordinate}]" if m.coordinate else "")
+        dims = f" x {', '.join(m.dims)}" if m.dims else ""
+        rows.append(f"| `{m.name}` | `{variable}`{dims} | {m.takes} | {m.statistic} | "
+                    f"{m.long_name} | {m.units} | {'yes' if m.default else 'no'} | "
+                    f"[{m.anchor}](#{m.anchor}) |")
+    return "\n".join(rows)

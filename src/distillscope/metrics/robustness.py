@@ -300,13 +300,14 @@ metric("probe_accuracy", long_name="linear-probe accuracy", units="1", takes=CLE
        statistic="probes", family="robustness", anchor="robustness-from-features",
        source="arXiv 2603.06698", params={"C": PROBE["C"], "max_iter": PROBE["max_iter"]},
        compute=lambda probes, C, max_iter: probes.accuracy(C, max_iter),
-       tables={"robustness": "probe acc"},
+       tables={"robustness": "probe acc", "headline": "probe acc {condition}"},
        definition="LogisticRegression(lbfgs, C=1, max_iter=2000) fitted on L2-normalised clean "
                   "train features, scored on the condition's L2-normalised test features "
                   "(arXiv 2603.06698)")(probe_accuracy)
 metric("knn_accuracy", long_name="kNN accuracy", units="1", takes=CLEAN_CONDITION,
        statistic="probes", family="robustness", anchor="robustness-from-features",
        params={"k": KNN_K}, needs=lambda k: {"train_knn": k},
-       compute=lambda probes, k: probes.knn(k), tables={"robustness": "kNN acc"},
+       compute=lambda probes, k: probes.knn(k),
+       tables={"robustness": "kNN acc", "headline": "kNN acc {clean}"},
        definition=f"majority vote of the {KNN_K} most cosine-similar clean train features, "
                   "scored on the condition's test features")(knn_accuracy)

@@ -90,55 +90,26 @@ def _cell(value, fmt: str = "{:.3f}") -> str:
 
 
 def _headline(results: xr.Dataset) -> str:
-    from ..plot import reference_condition as _reference
+    from ..plot import reference_condition
+    from .tables import headline
 
-    kinds = list(results["condition_kind"].values)
-    clean = _reference(results, None)
+    clean = reference_condition(results, None)
     layer = "embedding" if "embedding" in results.layer.values else str(results.layer.values[0])
-    estimator = results.attrs.get("convention_primary", "erank_variance")
-    noisy = [str(c) for c, k in zip(results.condition.values, kinds) if k == "gaussian_noise"]
-    cols = ["model", "role", "architecture", "parameters", f"{estimator}", "dims@90%",
-            "power-law alpha"]
-    teacher_pair = "linear_cka" in results and layer in results.teacher_layer.values \
-        and layer in results.student_layer.values
-    if teacher_pair:
-        cols.append("CKA with teacher")
-    has_probe = "probe_accuracy" in results and np.isfinite(results["probe_accuracy"]).any()
-    if has_probe:
-        cols += [f"probe acc {c}" for c in [clean] + noisy] + ["kNN acc " + clean]
-    has_response = "frequency_response" in results
-    if has_response:
-        cols += [f"response {b}" for b in results.band.values]
-    rows = []
-    for m in results.model.values:
-        if not bool(results["available"].sel(model=m, condition=clean, layer=layer)):
-            continue
-        sel = dict(model=m, condition=clean, layer=layer)
-        cells = [_cell(str(m)), _cell(str(results["role"].sel(model=m).values)),
+    labels, rows = headline(results, clean, layer)
+    cols = ["model", "role", "architecture", "parameters"] + labels
+    body = []
+    for row in rows:
+        m = row[0]
+        cells = [_cell(m), _cell(str(results["role"].sel(model=m).values)),
                  _cell(str(results["architecture"].sel(model=m).values)),
-                 f"<td>{int(results['n_params'].sel(model=m)):,}</td>",
-                 _cell(float(results["effective_rank"].sel(**sel, estimator=estimator)), "{:.2f}"),
-                 _cell(float(results["effective_rank"].sel(**sel, estimator="n_components_90")), "{:.0f}"),
-                 _cell(float(results["powerlaw_alpha"].sel(**sel)), "{:.2f}")]
-        if teacher_pair:
-            cka = (float(results["linear_cka"].sel(student=m, condition=clean, teacher_layer=layer,
-                                                   student_layer=layer))
-                   if m in results.student.values else float("nan"))
-            cells.append(_cell(cka))
-        if has_probe:
-            cells += [_cell(100 * float(results["probe_accuracy"].sel(model=m, condition=c,
-                                                                      layer=layer)), "{:.2f}")
-                      for c in [clean] + noisy]
-            cells.append(_cell(100 * float(results["knn_accuracy"].sel(**sel)), "{:.2f}"))
-        if has_response:
-            cells += [_cell(float(v)) for v in
-                      results["frequency_response"].sel(model=m, layer=layer).values]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+                 f"<td>{int(results['n_params'].sel(model=m)):,}</td>"]
+        cells += [_cell(value, fmt) for value, fmt in row[1:]]
+        body.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f'<th class="l">{html.escape(c)}</th>' if i < 3 else f"<th>{html.escape(c)}</th>"
                    for i, c in enumerate(cols))
     return (f"<p>Layer <code>{html.escape(layer)}</code>, condition <code>{html.escape(clean)}</code>"
             " unless a column says otherwise; accuracies in %.</p>"
-            f"<table><tr>{head}</tr>{''.join(rows)}</table>")
+            f"<table><tr>{head}</tr>{''.join(body)}</table>")
 
 
 def _paper(results: xr.Dataset) -> str:
@@ -199,13 +170,17 @@ def _paper(results: xr.Dataset) -> str:
 
 
 def _definitions(results: xr.Dataset) -> str:
+    """The glossary: every variable with the long name, units, definition and source its
+    registry declaration gave it."""
     rows = []
     for name, var in sorted(results.data_vars.items()):
+        source = str(var.attrs.get("source", ""))
         rows.append(f'<tr><td class="l"><code>{html.escape(name)}</code></td>'
                     f'<td class="l">{html.escape(", ".join(var.dims))}</td>'
                     f'<td class="l">{html.escape(str(var.attrs.get("long_name", "")))}</td>'
                     f'<td class="l">{html.escape(str(var.attrs.get("units", "")))}</td>'
-                    f'<td class="l">{html.escape(str(var.attrs.get("definition", "")))}</td></tr>')
+                    f'<td class="l">{html.escape(str(var.attrs.get("definition", "")))}'
+                    + (f" <i>({html.escape(source)})</i>" if source else "") + "</td></tr>")
     params = "".join(f'<tr><td class="l"><code>{html.escape(str(k))}</code></td>'
                      f'<td class="l">{html.escape(str(v))}</td></tr>'
                      for k, v in sorted(results.attrs.items()))

@@ -12,7 +12,8 @@ import xarray as xr
 
 from ..metrics.registry import metrics
 
-__all__ = ["columns", "rank_table", "alignment_table", "robustness_table", "console_tables"]
+__all__ = ["columns", "rank_table", "alignment_table", "robustness_table", "console_tables",
+           "headline"]
 
 
 def columns(table: str, results: xr.Dataset | None = None) -> list[tuple[str, str]]:
@@ -95,3 +96,54 @@ def console_tables(results: xr.Dataset) -> str:
     if results.sizes.get("condition", 0) > 1 and columns("robustness", results):
         parts.append(robustness_table(results))
     return "\n".join(parts)
+
+
+def headline(results: xr.Dataset, clean: str, layer: str) -> tuple[list[str], list[list]]:
+    """The report's headline table: per model, the convention's primary effective rank, then
+    every metric whose declaration names the "headline" table, at ``layer`` under ``clean``.
+
+    A label with ``{condition}`` expands over the clean and the Gaussian-noise conditions,
+    ``{band}`` over the bands, ``{clean}`` names the clean condition. Returns the column
+    labels and, per model shown, ``(value, format)`` cells (accuracies in %).
+    """
+    primary = results.attrs.get("convention_primary", "erank_variance")
+    noisy = [str(c) for c, k in zip(results.condition.values, results["condition_kind"].values)
+             if k == "gaussian_noise"]
+    getters = [(primary, lambda m, name=primary: (_value(results, name, model=m,
+                                                         condition=clean, layer=layer), "{:.2f}"))]
+    for name, label in columns("headline", results):
+        getters += _headline_getters(results, metrics()[name], label, clean, layer, noisy)
+    rows = []
+    for m in map(str, results.model.values):
+        if bool(results["available"].sel(model=m, condition=clean, layer=layer)):
+            rows.append([m] + [get(m) for _, get in getters])
+    return [label for label, _ in getters], rows
+
+
+def _headline_getters(results, m, label: str, clean: str, layer: str, noisy: list[str]):
+    variable = results[m.result_variable]
+    fmt = "{:.0f}" if m.name.startswith("n_components") else "{:.3f}"
+    scale = 100.0 if m.name.endswith("accuracy") else 1.0
+    fmt = "{:.2f}" if scale != 1.0 or m.name == "powerlaw_alpha" else fmt
+
+    def cell(value):
+        return (scale * value, fmt)
+
+    if "student" in variable.dims:
+        if layer not in results.teacher_layer.values or layer not in results.student_layer.values:
+            return []
+        return [(label, lambda model: cell(float(variable.sel(
+            student=model, condition=clean, teacher_layer=layer, student_layer=layer))
+            if model in results.student.values else float("nan")))]
+    if "{band}" in label:
+        return [(label.format(band=b), lambda model, b=b: cell(float(variable.sel(
+            model=model, band=b, layer=layer)))) for b in results.band.values]
+    if "{condition}" in label:
+        if not np.isfinite(variable.values).any():
+            return []
+        return [(label.format(condition=c), lambda model, c=c: cell(float(variable.sel(
+            model=model, condition=c, layer=layer)))) for c in [clean] + noisy]
+    if "{clean}" in label and not np.isfinite(variable.values).any():
+        return []
+    return [(label.format(clean=clean), lambda model: cell(_value(
+        results, m.name, model=model, condition=clean, layer=layer)))]
