@@ -13,7 +13,7 @@ Timed in this process, best of ``--repeats``:
 
 It prints the ratio, the share of each stage of the analysis (the pass, the similarity passes,
 then each metric family), the bytes read (``rchar``) against the store's size, and peak memory.
-``--quick`` runs a 2,000-sample store (a smoke test).
+``--quick`` runs a 1,000-sample store (a smoke test).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _rchar() -> int:
 def main(argv=None) -> int:
     p = arguments(__doc__.splitlines()[0], repeats=2)
     args = p.parse_args(argv)
-    n = 2000 if args.quick else 20_000
+    n = 1000 if args.quick else 20_000
     with tempfile.TemporaryDirectory() as folder:
         path = make_store(Path(folder) / "bench.h5", n)
         size = path.stat().st_size

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 
 import bench_alignment  # noqa: E402
+import bench_analyze  # noqa: E402
 import bench_extract  # noqa: E402
 import bench_frequency  # noqa: E402
 import bench_spectrum  # noqa: E402
@@ -30,6 +31,9 @@ def main(argv=None) -> int:
     print()
     print("# frequency: band energy of feature maps")
     bench_frequency.main(argv)
+    print()
+    print("# analyze: every default metric against its floor")
+    bench_analyze.main(argv)
     print()
     print("# extract: throughput against a bare forward-pass loop")
     return bench_extract.main(argv)
