@@ -1,4 +1,4 @@
-"""``import distillscope`` stays light: no torch, timm or matplotlib, and no kernel compiled."""
+"""``import distillscope`` stays light: no torch, timm, matplotlib, scikit-learn, dask or netCDF backend, and no kernel compiled."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import distillscope
 def test_import_is_light():
     code = (
         "import sys, distillscope\n"
-        "heavy = [m for m in ('torch', 'timm', 'matplotlib', 'sklearn') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'timm', 'matplotlib', 'sklearn', 'dask', 'h5netcdf', 'netCDF4') if m in sys.modules]\n"
         "kernels = sys.modules.get('distillscope._kernels')\n"
         "compiled = kernels is not None and any(\n"
         "    getattr(f, 'signatures', None) for f in vars(kernels).values())\n"
