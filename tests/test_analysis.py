@@ -177,12 +177,11 @@ def test_save_refuses_to_overwrite_and_is_atomic(tmp_path, small_store, monkeypa
         ds.save_results(result, out)
     assert out.read_text() == "precious"
 
-    def fail(self, path, **kwargs):
-        open(path, "wb").write(b"half")
-        raise PermissionError(13, "Permission denied")
+    def fail(fd):  # the disk fills up while the temporary file is synced
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", fail)
-    with pytest.raises(ds.OutputError, match="cannot write"):
+    monkeypatch.setattr("distillscope.outputs.os.fsync", fail)
+    with pytest.raises(ds.OutputError, match="cannot write .No space left on device"):
         ds.save_results(result, out, overwrite=True)
     assert out.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc", "small.h5"]

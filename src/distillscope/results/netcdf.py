@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .._errors import InputError, OutputError
-from ..outputs import check_output_path, publish, temporary_name
+from .._errors import InputError
+from ..outputs import check_output_path, write_atomically
 
 __all__ = ["save_results", "load_results"]
 
@@ -30,10 +30,11 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
                  overwrite: bool = False) -> Path:
     """Write a result dataset to netCDF atomically.
 
-    The dataset is written to a temporary file in the destination folder, synced, then moved
-    into place: readers never see a half-written file and a failed write leaves any existing
-    file untouched. Without ``overwrite`` an existing file is never replaced, even one that
-    appears while the results are being written.
+    The dataset is serialised in memory (results are small; HDF5 then never writes to a disk
+    that may fail), written to a temporary file in the destination folder, synced, then moved
+    into place under the output's lock (``distillscope.outputs``): readers never see a
+    half-written file and a failed write leaves any existing file untouched. Without
+    ``overwrite`` an existing file is never replaced, even one that appears meanwhile.
 
     Raises
     ------
@@ -49,14 +50,9 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
     ds.attrs = _netcdf_attrs(ds.attrs)
     for name in list(ds.variables):
         ds[name].attrs = _netcdf_attrs(ds[name].attrs)
-    tmp = temporary_name(path)
-    try:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({err.strerror or err}); choose another output "
-                          "path") from None
-    return publish(tmp, path, overwrite=overwrite, what="results file")
+    data = ds.to_netcdf(engine="h5netcdf")  # in memory: HDF5 never writes to a failing disk
+    return write_atomically(path, lambda fh: fh.write(data), overwrite=overwrite,
+                            what="results file", inputs=[results.attrs.get("store")])
 
 
 def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
