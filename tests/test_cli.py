@@ -35,17 +35,18 @@ def test_console_script_analyze_and_inspect(tmp_path, small_store):
 
 def test_console_script_error_is_one_line_without_traceback(tmp_path):
     proc = _run("inspect", str(tmp_path / "missing.h5"))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # invalid input
     assert proc.stderr == f"distillscope: error: {tmp_path / 'missing.h5'}: no such file; check the path " \
                           "(create stores with extract or distillscope.StoreWriter)\n"
     proc = _run("--debug", "inspect", str(tmp_path / "missing.h5"))
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-def _error(capsys, *argv):
+def _error(capsys, *argv, exit_code=2):
+    """The one line of error of a command given invalid input (exit 2; other failures 1)."""
     code = main(list(argv))
     captured = capsys.readouterr()
-    assert code == 1, captured
+    assert code == exit_code, captured
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("distillscope: error: "), captured.err
     assert "Traceback" not in captured.err
@@ -81,7 +82,7 @@ def test_nan_store_named_by_inspect_deep_and_analyze(tmp_path, capsys):
 def test_existing_output_needs_overwrite(tmp_path, small_store, capsys):
     out = tmp_path / "r.nc"
     out.write_text("keep me")
-    line = _error(capsys, "analyze", str(small_store), "-o", str(out), "-q")
+    line = _error(capsys, "analyze", str(small_store), "-o", str(out), "-q", exit_code=1)
     assert "exists; pass overwrite=True (--overwrite)" in line
     assert out.read_text() == "keep me"
     assert main(["analyze", str(small_store), "-o", str(out), "-q", "--overwrite"]) == 0
@@ -89,13 +90,15 @@ def test_existing_output_needs_overwrite(tmp_path, small_store, capsys):
 
 
 def test_unwritable_output(tmp_path, small_store, capsys):
-    line = _error(capsys, "analyze", str(small_store), "-o", str(tmp_path / "no" / "r.nc"), "-q")
+    line = _error(capsys, "analyze", str(small_store), "-o", str(tmp_path / "no" / "r.nc"), "-q",
+                  exit_code=1)
     assert "folder" in line and "does not exist" in line
     blocker = tmp_path / "file"
     blocker.write_text("")
-    line = _error(capsys, "analyze", str(small_store), "-o", str(blocker / "r.nc"), "-q")
+    line = _error(capsys, "analyze", str(small_store), "-o", str(blocker / "r.nc"), "-q",
+                  exit_code=1)
     assert "does not exist" in line
-    line = _error(capsys, "analyze", str(small_store), "-o", str(tmp_path), "-q")
+    line = _error(capsys, "analyze", str(small_store), "-o", str(tmp_path), "-q", exit_code=1)
     assert "exists" in line or "directory" in line
 
 
@@ -106,7 +109,7 @@ def test_read_only_folder(tmp_path, small_store, capsys):
     folder.chmod(0o500)
     try:
         assert "not writable" in _error(capsys, "analyze", str(small_store), "-o",
-                                        str(folder / "r.nc"), "-q")
+                                        str(folder / "r.nc"), "-q", exit_code=1)
     finally:
         folder.chmod(0o700)
 
@@ -151,7 +154,7 @@ def test_python_dash_m(small_store, tmp_path):
 
 def test_audit_of_a_missing_configuration_creates_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["audit", str(tmp_path / "missing.toml"), "--out", str(out)]) == 1
+    assert main(["audit", str(tmp_path / "missing.toml"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "missing.toml: no such configuration file" in err and "Traceback" not in err
     assert not out.exists()

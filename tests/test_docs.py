@@ -1,5 +1,6 @@
-"""The documentation follows the code: the metric registry's table in docs/metrics.md, every
-metric's definition anchor, and the worked example of CONTRIBUTING.md."""
+"""The documentation follows the code: the metric registry's table in docs/metrics.md, the
+store schema's tables in docs/store-format.md, every metric's definition anchor, and the worked
+example of CONTRIBUTING.md."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def test_every_metric_links_to_its_definition():
     anchors = _anchors(METRICS_MD)
     missing = {name: m.anchor for name, m in metrics().items() if m.anchor not in anchors}
     assert not missing, f"anchors not in docs/metrics.md: {missing}"
+
+
+def test_the_schema_tables_in_the_docs_are_the_schema():
+    from distillscope.store.schema import schema_markdown
+
+    text = (ROOT / "docs" / "store-format.md").read_text()
+    block = re.search(r"<!-- schema:begin -->\n(.*?)\n<!-- schema:end -->", text, flags=re.S)
+    assert block, "docs/store-format.md lost its schema tables"
+    assert block.group(1).strip() == schema_markdown(), (
+        "docs/store-format.md's schema tables are out of date: replace them with "
+        "distillscope.store.schema.schema_markdown()")

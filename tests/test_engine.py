@@ -87,7 +87,7 @@ def test_metrics_select_any_registered_metric(multi_store, tmp_path, capsys):
     assert saved["rbf_cka"].attrs["source"].startswith("Kornblith")
     capsys.readouterr()
     assert main(["analyze", str(multi_store), "-o", str(tmp_path / "x.nc"), "--metrics",
-                 "nope"]) == 1
+                 "nope"]) == 2  # invalid input
     err = capsys.readouterr().err
     assert "metric 'nope' is not registered; registered: " in err and len(err.splitlines()) == 1
 

@@ -284,9 +284,10 @@ def test_every_model_sees_the_same_noisy_input_and_reruns_reproduce_it(tmp_path)
         kind = "shot_noise"
         severity = 2
         """)
-    first = extract(config, output=tmp_path / "1.h5", progress=False, log=lambda *a: None)
+    first = extract(config, output=tmp_path / "1.h5", progress=False, log=lambda *a: None,
+                    allow_code=True)
     second = extract(config, output=tmp_path / "2.h5", progress=False, batch_size=5,
-                     workers=2, log=lambda *a: None)  # other batches, built in threads
+                     workers=2, log=lambda *a: None, allow_code=True)  # other batches, threads
     with h5py.File(first) as f, h5py.File(second) as g:
         for c in ("clean", "noise", "band", "shot"):
             a = f[f"models/a/{c}/embedding"][:]
@@ -320,7 +321,7 @@ def test_resume_refuses_another_configuration(tmp_path):
     work.mkdir()
     (work / "plan.json").write_text('{"config_sha256": "something else"}')
     code, _, err = run_cli("extract", config, "-o", tmp_path / "f.h5", "-q")
-    assert code == 1 and "unfinished extraction" in err and "config_sha256" in err
+    assert code == 2 and "unfinished extraction" in err and "config_sha256" in err
 
 
 def test_analyze_accepts_an_extracted_store(tmp_path):
@@ -333,7 +334,8 @@ def test_analyze_accepts_an_extracted_store(tmp_path):
         factory = "{FACTORIES}:tiny_cnn"
         layers = ["embedding", "0"]
         """, data='source = "digits"\nlimit = 30')
-    out = extract(config, output=tmp_path / "f.h5", progress=False, log=lambda *a: None)
+    out = extract(config, output=tmp_path / "f.h5", progress=False, log=lambda *a: None,
+                  allow_code=True)
     results = analyze(out, progress=False)
     assert set(results.model.values) == {"teacher", "student"}
     assert float(results["effective_rank"].sel(model="teacher", condition="clean",
@@ -385,7 +387,7 @@ def test_cifar_pickles_cannot_run_code(tmp_path):
 def test_missing_dataset_files_say_where_they_must_be(tmp_path):
     config = vit_config(tmp_path, data=f'source = "cifar10"\nroot = "{tmp_path / "nowhere"}"')
     code, _, err = run_cli("extract", config, "-q")
-    assert code == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err  # invalid input
     assert "cifar-10-batches-py/data_batch_1 not found" in err and "nothing is downloaded" in err
 
 
@@ -467,12 +469,39 @@ def test_model_errors_are_one_line_without_traceback(tmp_path, change, message):
         text = (text.replace('timm = "vit_tiny_patch16_224"', change.replace("FACTORY", str(FACTORIES)))
                 .replace(text[text.index("kwargs = "):].splitlines()[0], ""))
     config.write_text(text)
-    code, _, err = run_cli("extract", config, "--dry-run", "-q")
+    code, _, err = run_cli("extract", config, "--dry-run", "-q", "--allow-code")
     if message is None:
         assert code == 0, err
         return
-    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert message in err
+
+
+def test_a_factory_from_outside_runs_only_when_allowed(tmp_path):
+    """A configuration is data: a factory file or another package's module is code, refused
+    without --allow-code (the shipped students are trusted)."""
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('x')\n"
+                    "def model():\n    import torch\n    return torch.nn.Identity()\n")
+
+    def config_naming(target):
+        return vit_config(tmp_path, extra_model=f"""
+            [[models]]
+            name = "student"
+            role = "student"
+            factory = "{target}"
+            layers = ["embedding"]
+            """)
+
+    for target in (f"{evil}:model", "json:loads"):
+        code, _, err = run_cli("extract", config_naming(target), "--dry-run", "-q")
+        assert code == 2 and "runs code from outside distillscope" in err and "--allow-code" in err
+        assert len(err.strip().splitlines()) == 1 and not marker.exists()
+    code, _, err = run_cli("extract", config_naming(f"{evil}:model"), "--dry-run", "-q",
+                           "--allow-code")
+    assert code == 0, err
+    assert marker.exists()
 
 
 def test_checkpoint_that_does_not_fit(tmp_path):
@@ -483,7 +512,7 @@ def test_checkpoint_that_does_not_fit(tmp_path):
     save_file(state, str(tmp_path / "deeper.safetensors"))
     config = vit_config(tmp_path, weights="deeper.safetensors")
     code, _, err = run_cli("extract", config, "-q")
-    assert code == 1 and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
     assert "do not fit the model" in err and "unexpected (first blocks.2." in err
 
 

@@ -113,7 +113,7 @@ def test_report_from_the_command_line(results, tmp_path):
     ds.save_results(results, tmp_path / "r.nc")
     assert main(["report", str(tmp_path / "r.nc"), "-o", str(tmp_path / "r.html")]) == 0
     assert (tmp_path / "r.html").stat().st_size > 100_000
-    assert main(["report", str(tmp_path / "missing.nc"), "-o", str(tmp_path / "x.html")]) == 1
+    assert main(["report", str(tmp_path / "missing.nc"), "-o", str(tmp_path / "x.html")]) == 2
     with pytest.raises(ds.InputError, match="missing.nc: no such results file"):
         ds.load_results(tmp_path / "missing.nc")
     (tmp_path / "junk.nc").write_text("junk")

@@ -43,7 +43,20 @@ def _store(tmp_path, shape=(1000, 37), dtype=np.float32):
     return write_store(tmp_path / "base.h5", {("teacher", "clean", "x"): z}), z
 
 
-def _read_in_blocks(path, rows, widen=False):
+def _read_in_blocks(path, rows, widen=False, validate=True):
+    """Read the layer in blocks through the store's reader (``validate=False``: through a
+    ``DatasetReader`` on the bare h5py dataset, as if validation had let the file through)."""
+    if not validate:
+        from distillscope.store.chunks import DatasetReader
+
+        with h5py.File(path, "r") as f:
+            reader = DatasetReader(f[PATH], (path, PATH), widen=widen)
+            parts = []
+            for start in range(0, f[PATH].shape[0], rows):
+                block = reader.read(start, min(f[PATH].shape[0], start + rows))
+                parts.append(block.copy())
+                reader.done(block)
+            return np.concatenate(parts), reader
     with ds.open_store(path) as st:
         info = st.layers("teacher", "clean")["x"]
         reader = st.reader(info, widen=widen)
@@ -129,8 +142,11 @@ def test_unwritten_chunks_are_an_error_naming_the_samples(tmp_path, create):
         d[:300], d[400:] = data[:300], data[400:]
         for key, value in attrs.items():
             d.attrs[key] = value
+    with pytest.raises(ds.StoreError, match=r"x: 1 of 10 chunks were never written \(first: "
+                                            r"samples 300\.\.399\)"):
+        ds.open_store(path)  # validation finds them before anything is read
     with pytest.raises(ds.StoreError, match=r"x: samples 300\.\.399 were never written"):
-        _read_in_blocks(path, 128)
+        _read_in_blocks(path, 128, validate=False)  # and the reader, should one slip through
 
 
 def _chunk_spans(path):

@@ -83,7 +83,7 @@ def test_npy_input_and_sample_id_check(tmp_path):
 
 
 @pytest.mark.parametrize("array, kwargs, message", [
-    (np.ones((5, 3), np.int32), {}, "float16, float32 or float64; got int32"),
+    (np.ones((5, 3), np.int32), {}, "float16, float32 or float64 \\(either byte order\\); got int32"),
     (np.ones((5, 3), np.complex64), {}, "got complex64"),
     (np.ones((5, 7, 2)), {}, "cannot tell the layer kind"),
     (np.ones((5, 7, 2)), {"grid": (2, 3), "num_prefix_tokens": 2}, "7 tokens != 2 prefix"),

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from distillscope import DistillscopeError
+from distillscope import DistillscopeError, InputError
 from distillscope.cli import add_analysis_options, analyse_and_report
 
 __all__ = ["register"]
@@ -31,7 +31,7 @@ def _extract(config: str, **options) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     _extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
              batch_size=args.batch_size, amp=args.amp, workers=args.workers,
-             dry_run=args.dry_run, progress=not args.quiet)
+             dry_run=args.dry_run, progress=not args.quiet, allow_code=args.allow_code)
     return 0
 
 
@@ -40,7 +40,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"distillscope-{Path(args.config).stem}")
     if not Path(args.config).is_file():
-        raise DistillscopeError(f"{args.config}: no such configuration file; see "
+        raise InputError(f"{args.config}: no such configuration file; see "
                                 "extract/configs/ for examples")
     out.mkdir(parents=True, exist_ok=True)
     store, results, report = out / "store.h5", out / "results.nc", out / "report.html"
@@ -50,7 +50,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             check_output_path(path, overwrite=args.overwrite, what=what, inputs=[args.config])
     start = time.perf_counter()
     _extract(args.config, output=store, overwrite=args.overwrite, device=args.device,
-             progress=not args.quiet)
+             progress=not args.quiet, allow_code=args.allow_code)
     analyse_and_report(args, store, results, report)
     print(f"audit done in {time.perf_counter() - start:.0f} s; the report: {report.resolve()}")
     return 0
@@ -59,6 +59,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="extraction configuration (.toml), e.g. extract/configs/default.toml")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: [run] device")
+    p.add_argument("--allow-code", action="store_true",
+                   help="run model factories the configuration names outside distillscope "
+                        "(file.py:function, other packages); read them first")
 
 
 def register(sub) -> None:

@@ -90,8 +90,16 @@ def _check_fit(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path:
                          + "; check the architecture and its kwargs")
 
 
-def _factory(target: str, where: str):
+#: factories a configuration may name without ``allow_code``: the students shipped here
+TRUSTED_FACTORIES = ("distillscope_extract.students",)
+
+
+def _factory(target: str, where: str, allow_code: bool):
     path, _, func = target.rpartition(":")
+    if path not in TRUSTED_FACTORIES and not allow_code:
+        raise ModelError(f"{where}: factory {target!r} runs code from outside distillscope "
+                         f"(trusted: {', '.join(TRUSTED_FACTORIES)}); read it, then pass "
+                         "--allow-code (allow_code=True) to run it")
     try:
         if path.endswith(".py"):
             if not Path(path).is_file():
@@ -220,15 +228,16 @@ class LoadedModel:
                          "neither (d,), (c, h, w) nor (tokens, d)")
 
 
-def build_model(spec: ModelSpec, *, seed: int, where: str) -> LoadedModel:
-    """Build one model on the CPU, in eval mode, with its weights."""
+def build_model(spec: ModelSpec, *, seed: int, where: str, allow_code: bool = False) -> LoadedModel:
+    """Build one model on the CPU, in eval mode, with its weights. A factory outside
+    ``TRUSTED_FACTORIES`` runs only with ``allow_code`` (a configuration is data, not code)."""
     init_seed = zlib.crc32(f"{seed}:{spec.name}".encode())
     torch.manual_seed(init_seed)
     if spec.timm is not None:
         module = _timm(spec, where)
         architecture = spec.timm
     else:
-        module = _factory(spec.factory, where)(**spec.kwargs)
+        module = _factory(spec.factory, where, allow_code)(**spec.kwargs)
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"{where}: factory {spec.factory} returned {type(module).__name__}, "
                              "not a torch.nn.Module")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from distillscope import OutputError
-from distillscope.outputs import check_output_path, write_atomically
+from distillscope.outputs import OutputLock, check_output_path, check_room, write_atomically
 from distillscope.store import StoreWriter
 
 from .conditions import Condition
@@ -144,8 +144,10 @@ def _output_path(config: Config, output: str | os.PathLike[str] | None) -> Path:
 
 def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
                     device: str | None = None, batch_size: int | None = None,
-                    amp: bool | None = None, workers: int | None = None) -> Plan:
-    """Check the configuration, data, models and layers; measure every layer's shape."""
+                    amp: bool | None = None, workers: int | None = None,
+                    allow_code: bool = False) -> Plan:
+    """Check the configuration, data, models and layers; measure every layer's shape.
+    ``allow_code`` lets the configuration name factories outside distillscope."""
     if not isinstance(config, Config):
         config = load_config(config)
     run = config.run
@@ -158,7 +160,7 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1; got {batch_size}")
     data = load_data(config.data)
-    models = [build_model(spec, seed=run.seed, where=_where(config, i))
+    models = [build_model(spec, seed=run.seed, where=_where(config, i), allow_code=allow_code)
               for i, spec in enumerate(config.models)]
     teacher = next((m for m in models if m.spec.role == "teacher"), models[0])
     shared = (resolve_preprocessing(config.preprocess, teacher.module)
@@ -391,7 +393,7 @@ def _files_read(config) -> list[Path | None]:
 def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
             overwrite: bool = False, device: str | None = None, batch_size: int | None = None,
             amp: bool | None = None, workers: int | None = None, dry_run: bool = False,
-            progress: bool = True, log=print) -> Path | Plan:
+            progress: bool = True, allow_code: bool = False, log=print) -> Path | Plan:
     """Run an extraction (or resume an interrupted one) and return the store's path.
 
     Parameters
@@ -409,6 +411,9 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
     dry_run : bool
         Print the plan (models, layers and shapes, conditions, store size) and return it;
         nothing is written.
+    allow_code : bool
+        Run model factories that are not distillscope's own (``factory = "file.py:function"``
+        or another package's module): a configuration is data unless you say otherwise.
     """
     config = load_config(config)
     out = _output_path(config, output)
@@ -420,19 +425,22 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             return out
         check_output_path(out, overwrite=overwrite, what="store", inputs=_files_read(config))
     plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp,
-                           workers=workers)
+                           workers=workers, allow_code=allow_code)
     if dry_run:
         log(plan.describe())
         log("dry run: nothing written")
         return plan
-    try:
-        _prepare_work(plan)
-    except PermissionError as err:
-        raise OutputError(f"{plan.work}: cannot write the work folder ({err.strerror})") from None
-    started = time.perf_counter()
-    _extract_shards(plan, progress=progress)
-    _assemble(plan, overwrite=overwrite)
-    shutil.rmtree(plan.work)
+    with OutputLock(plan.output, "store"):  # one extraction per output at a time
+        check_room(plan.output, 2 * plan.n_bytes(), "extraction (work shards, then the store)")
+        try:
+            _prepare_work(plan)
+        except PermissionError as err:
+            raise OutputError(f"{plan.work}: cannot write the work folder ({err.strerror})") \
+                from None
+        started = time.perf_counter()
+        _extract_shards(plan, progress=progress)
+        _assemble(plan, overwrite=overwrite)
+        shutil.rmtree(plan.work)
     log(f"wrote {plan.output} ({plan.n_bytes() / 2**20:.1f} MiB, "
         f"{time.perf_counter() - started:.1f} s)")
     return plan.output

@@ -4,7 +4,9 @@ The library's own commands (``inspect``, ``analyze``, ``report``, ``demo``) are 
 ``commands``; other packages add theirs through the entry-point group
 ``distillscope.commands`` (the extract package adds ``extract`` and ``audit``), so the library
 never imports them. Errors print one line (``distillscope: error: ...``) and exit with status
-1, or 2 for a wrong command line; ``--debug`` shows the traceback instead.
+2 for invalid input (a wrong command line, a parameter, a store, results or a configuration
+that is not valid: ``InputError``, ``StoreError``) and 1 for any other failure (an output
+that cannot be written, a file system error); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -14,14 +16,15 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from .._errors import DistillscopeError
+from .._errors import DistillscopeError, InputError, StoreError
 from .._version import __version__
 from .commands import add_analysis_options, analyse_and_report, analysis_options, run_analysis
 
 __all__ = ["main", "build_parser", "add_analysis_options", "analysis_options", "run_analysis",
-           "analyse_and_report", "EXIT_ERROR", "ENTRY_POINTS"]
+           "analyse_and_report", "EXIT_ERROR", "EXIT_INVALID", "ENTRY_POINTS"]
 
-EXIT_ERROR = 1
+EXIT_ERROR = 1  # a failure: output not writable, file system error
+EXIT_INVALID = 2  # invalid input: command line, parameters, store, results, configuration
 #: the entry-point group through which other packages add commands: ``register(subparsers)``
 ENTRY_POINTS = "distillscope.commands"
 
@@ -51,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"distillscope: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_INVALID if isinstance(err, (InputError, StoreError)) else EXIT_ERROR
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -20,7 +20,10 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..store import validate_store
 
-    with validate_store(args.store, deep=args.deep, allow_incomplete=args.allow_incomplete) as st:
+    with validate_store(args.store, deep=args.deep, allow_incomplete=args.allow_incomplete,
+                        allow_external=args.allow_external) as st:
+        for note in st.notes:
+            print(f"distillscope: note: {note}", file=sys.stderr)
         a = st.attrs
         print(f"{st.path}  distillscope store v{a.get('format_version')}  "
               f"complete={bool(a.get('complete'))}")
@@ -63,6 +66,7 @@ def analysis_options(args: argparse.Namespace):
         pooling=args.pooling, rows=args.rows, metrics=args.metrics,
         remove_map_mean=args.remove_map_mean,
         allow_incomplete=getattr(args, "allow_incomplete", False),
+        allow_external=getattr(args, "allow_external", False),
         alignment=args.alignment, robustness=args.robustness, progress=not args.quiet)
 
 
@@ -180,14 +184,21 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _add_store_access(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="read a store whose writer did not finish")
+    p.add_argument("--allow-external", action="store_true",
+                   help="follow external links and read virtual datasets or external storage "
+                        "(other files); refused by default, and said when read")
+
+
 def register(sub) -> None:
     """Add the library's commands to the ``distillscope`` parser's subcommands."""
     p = sub.add_parser("inspect", help="list and validate the contents of a feature store")
     p.add_argument("store", help="feature store (.h5)")
     p.add_argument("--deep", action="store_true",
                    help="also read every value: verify checksums and find NaN/Inf")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="inspect a store whose writer did not finish")
+    _add_store_access(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("analyze", help="every metric of a store, in one pass",
@@ -198,8 +209,7 @@ def register(sub) -> None:
     group.add_argument("-o", "--output", help="results file to write (.nc)")
     group.add_argument("--plan", action="store_true",
                        help="print what would be read and computed (bytes, memory); read nothing")
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="analyse a store whose writer did not finish")
+    _add_store_access(p)
     add_analysis_options(p)
     p.set_defaults(func=cmd_analyze)
 

@@ -59,11 +59,13 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
         raise InputError("give analyze either options= or keywords, not both")
     options = options or AnalysisOptions.from_keywords(**keywords)
     own = not isinstance(store, Store)
-    st = open_store(store, allow_incomplete=options.allow_incomplete) if own else store
+    st = (open_store(store, allow_incomplete=options.allow_incomplete,
+                     allow_external=options.allow_external) if own else store)
     try:
         plan = build_plan(st, options)
         if dry_run:
             return plan
+        plan.check_memory()
         for note in plan.notes:
             warnings.warn(note, AnalysisNote, stacklevel=2)
         return assemble(plan, compute_values(plan, run(plan)))

@@ -40,6 +40,9 @@ class AnalysisOptions:
         Remove each map's spatial mean before its spectrum.
     allow_incomplete : bool, default False
         Read a store whose ``complete`` flag is not set.
+    allow_external : bool, default False
+        Read what the store takes from other files (external links, virtual datasets,
+        external storage); the analysis says what it reads from where.
     progress : bool, default False
         A progress bar on standard error.
     """
@@ -55,6 +58,7 @@ class AnalysisOptions:
     rows: int | None = None
     remove_map_mean: bool = False
     allow_incomplete: bool = False
+    allow_external: bool = False
     progress: bool = False
 
     def __post_init__(self) -> None:

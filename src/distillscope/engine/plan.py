@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._errors import InputError, StoreError
+from .._system import available_memory
 from ..conventions import Convention
 from ..metrics.predictivity import N_FOLDS
 from ..metrics.neighbours import KNN_K
@@ -164,6 +165,19 @@ class Plan:
                 "similarity pass (one representation at a time)": unit, "neighbour lists": lists,
                 "spatial spectra": spatial}
 
+    def check_memory(self) -> None:
+        """Refuse, before reading, a plan that needs more memory than is available."""
+        memory = self.memory()
+        need, have = sum(memory.values()), available_memory()
+        if need <= have:
+            return
+        part = max(memory, key=memory.get)
+        raise InputError(
+            f"{self.store.path}: this analysis holds about {need / 2**30:.1f} GiB ({part}: "
+            f"{memory[part] / 2**30:.1f} GiB) but {have / 2**30:.1f} GiB of memory is available;"
+            " select fewer models, layers or metrics (--metrics: mutual_knn, uniformity, "
+            "infonce_loss and the probes hold every sample), or smaller blocks (--rows)")
+
     def describe(self) -> str:
         """The plan in words: what is read, what is computed, bytes and memory."""
         mib = 1 / 2**20
@@ -290,7 +304,7 @@ def build_plan(store: Store, options: AnalysisOptions) -> Plan:
                              pooled_width(info, options.pooling))
         reps[rep.key] = rep
     chosen = _metrics(options)
-    notes: list[str] = []
+    notes: list[str] = list(store.notes)  # what validation found worth saying
     clean = reference_condition(store)
     teacher = next((m for m in models if store.models[m].role == "teacher"), None)
     students = [m for m in models if store.models[m].role == "student"]

@@ -12,7 +12,8 @@ import numpy as np
 from .._errors import StoreError
 from .chunks import DatasetReader
 from .schema import (BLOCK_FLOAT64_BYTES, BLOCK_MAX_ROWS, LayerInfo, ModelInfo, first_line,
-                     layer_info, nonfinite_message, plain_attr, validate_structure)
+                     layer_info, nonfinite_message, plain_attr)
+from .validate import validate_structure
 
 __all__ = ["Store", "open_store", "validate_store"]
 
@@ -32,11 +33,14 @@ class Store:
     conditions : dict of str to dict
         Each condition's attributes (``kind`` and parameters).
     models : dict of str to ModelInfo
+    notes : list of str
+        What the store reads from other files (only when opened with ``allow_external``).
     """
 
-    def __init__(self, path: Path, file: h5py.File):
+    def __init__(self, path: Path, file: h5py.File, notes: list[str] | None = None):
         self.path = path
         self._file = file
+        self.notes = list(notes or [])
         self.attrs = {k: plain_attr(v) for k, v in file.attrs.items()}
         self.n_samples = int(file["samples/id"].shape[0])
         self.sample_ids = file["samples/id"][()]
@@ -138,14 +142,25 @@ class Store:
                 f"{len(self.models)} models, {len(self.conditions)} conditions>")
 
 
-def open_store(path: str | os.PathLike[str], *, allow_incomplete: bool = False) -> Store:
+def open_store(path: str | os.PathLike[str], *, allow_incomplete: bool = False,
+               allow_external: bool = False) -> Store:
     """Open and validate a feature store (structure only; values are checked as they stream).
+
+    Parameters
+    ----------
+    path : path-like
+    allow_incomplete : bool, default False
+        Read a store whose writer did not finish (``complete = False``).
+    allow_external : bool, default False
+        Follow external links and read virtual datasets or external storage, which read other
+        files (``Store.notes`` says which); refused by default.
 
     Raises
     ------
     StoreError
         With the file, the HDF5 path and the fix, for a missing, unreadable, truncated or
-        malformed store, a store of another format version, or an incomplete one.
+        malformed store, a store of another format version, or an incomplete one; listing
+        every violation of the schema (``store.validate``) when there are several.
     """
     path = Path(path)
     if not path.exists():
@@ -161,21 +176,21 @@ def open_store(path: str | os.PathLike[str], *, allow_incomplete: bool = False) 
                 if "truncated" in reason else "the file is not HDF5 or is damaged")
         raise StoreError(path, None, f"cannot open as HDF5 ({reason}); {hint}") from None
     try:
-        validate_structure(path, file, allow_incomplete)
+        notes = validate_structure(path, file, allow_incomplete, allow_external)
+        return Store(path, file, notes)
     except BaseException:
         file.close()
         raise
-    return Store(path, file)
 
 
 def validate_store(path: str | os.PathLike[str], *, deep: bool = False,
-                   allow_incomplete: bool = False) -> Store:
+                   allow_incomplete: bool = False, allow_external: bool = False) -> Store:
     """Validate a store and return it opened; with ``deep``, read every value.
 
     A deep check verifies every chunk's fletcher32 checksum and that no value is NaN or
     infinite, naming the first bad sample.
     """
-    store = open_store(path, allow_incomplete=allow_incomplete)
+    store = open_store(path, allow_incomplete=allow_incomplete, allow_external=allow_external)
     if deep:
         try:
             for info in store.entries():

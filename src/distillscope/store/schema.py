@@ -1,5 +1,10 @@
 """The feature store, format version 1: write, read and validate. ``docs/store-format.md``.
 
+The schema (every attribute and dataset with its type, shape rule and range) is declared once,
+at the end of this module: ``ATTRIBUTES`` and ``DATASETS``; ``validate.validate_structure``
+checks a file against them, ``StoreWriter`` checks what it writes against them, and the tables of
+``docs/store-format.md`` are generated from them (``schema_markdown``).
+
 The store is the contract between ``extract/`` and the library, and the door for features from
 any other pipeline. Layout (every name is a plain string without ``/``)::
 
@@ -23,20 +28,20 @@ and the file is flushed and synced, so a store under its final name is always wh
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from .._errors import InputError, StoreError
-from .._version import __version__
+from .._errors import InputError
 from ..metrics.moments import FLOAT_DTYPES
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ROLES", "LAYER_KINDS", "ModelInfo", "LayerInfo",
-           "validate_structure", "nonfinite_message", "plain_attr", "first_line"]
+           "nonfinite_message", "plain_attr", "first_line", "Attribute", "DatasetRule",
+           "ATTRIBUTES", "DATASETS", "schema_markdown", "DOCS"]
 
 FORMAT = "distillscope.store"
 FORMAT_VERSION = 1
@@ -125,10 +130,13 @@ def plain_attr(value: Any) -> Any:
 
 
 def check_float_dtype(array_dtype: np.dtype, where: str) -> None:
-    if np.dtype(array_dtype) not in FLOAT_DTYPES:
+    """Refuse anything but float16/32/64 (either byte order: stores are written native)."""
+    dtype = np.dtype(array_dtype)
+    if dtype.kind != "f" or dtype.newbyteorder("=") not in FLOAT_DTYPES:
         raise InputError(
-            f"{where}: features must be float16, float32 or float64; got {np.dtype(array_dtype)} "
-            "(convert with .astype(np.float32); integer or complex activations are not features)"
+            f"{where}: features must be float16, float32 or float64 (either byte order); got "
+            f"{dtype} (convert with .astype(np.float32); integer or complex activations are "
+            "not features)"
         )
 
 
@@ -170,85 +178,134 @@ def nonfinite_message(n_nan: int, n_inf: int, sample: int, sample_id: int,
             "activations: fix it or drop those samples")
 
 
-def validate_structure(path: Path, f: h5py.File, allow_incomplete: bool) -> None:
-    def fail(where: str | None, problem: str) -> None:
-        raise StoreError(path, where, problem)
-
-    fmt = plain_attr(f.attrs.get("format"))
-    if fmt != FORMAT:
-        fail("/", f"not a distillscope store (root attribute 'format' is {fmt!r}, expected "
-                  f"{FORMAT!r}); write stores with extract or distillscope.StoreWriter")
-    version = plain_attr(f.attrs.get("format_version"))
-    if version != FORMAT_VERSION:
-        fail("/", f"format_version {version!r} is not supported (this distillscope "
-                  f"{__version__} reads version {FORMAT_VERSION}); use a matching distillscope")
-    if not allow_incomplete and not bool(plain_attr(f.attrs.get("complete", False))):
-        fail("/", "the store is incomplete (complete=False): its writer did not finish; rerun "
-                  "the extraction, or pass allow_incomplete=True (--allow-incomplete) to read it")
-    for group in ("samples", "conditions", "models"):
-        if not isinstance(f.get(group), h5py.Group):
-            fail(f"/{group}", "required group is missing; the store was not written by a "
-                              "format-1 writer")
-    ids = f["samples"].get("id")
-    if not isinstance(ids, h5py.Dataset) or ids.ndim != 1 or ids.dtype.kind not in "iu":
-        fail("/samples/id", "must be a 1-D integer dataset of sample ids")
-    n = ids.shape[0]
-    if n == 0:
-        fail("/samples/id", "the store holds no samples")
-    id_values = ids[()]
-    increasing = bool(np.all(id_values[1:] > id_values[:-1]))  # O(n); the usual case
-    if not increasing and np.unique(id_values).size != n:
-        fail("/samples/id", "sample ids are not unique")
-    for name in ("label", "split"):
-        ds = f["samples"].get(name)
-        if ds is not None and ds.shape != (n,):
-            fail(f"/samples/{name}", f"has shape {ds.shape}; expected ({n},) like /samples/id")
-    conditions = f["conditions"]
-    if not len(conditions):
-        fail("/conditions", "no condition is declared")
-    for name, group in conditions.items():
-        if "kind" not in group.attrs:
-            fail(f"/conditions/{name}", "attribute 'kind' is missing")
-    models = f["models"]
-    if not len(models):
-        fail("/models", "no model is stored")
-    for name, group in models.items():
-        where = f"/models/{name}"
-        role = plain_attr(group.attrs.get("role"))
-        if role not in ROLES:
-            fail(where, f"attribute 'role' is {role!r}; expected 'teacher' or 'student'")
-        for key in ("architecture", "n_params"):
-            if key not in group.attrs:
-                fail(where, f"attribute {key!r} is missing")
-        for condition, sub in group.items():
-            if condition not in conditions:
-                fail(f"{where}/{condition}", f"condition {condition!r} is not declared under "
-                                             "/conditions")
-            for layer, ds in sub.items():
-                _validate_layer(path, f"{where}/{condition}/{layer}", ds, n)
+# ------------------------------------------------------------------- the declared schema
+DOCS = "docs/store-format.md"
+ROOT, CONDITION, MODEL, LAYER = ("/", "/conditions/<condition>", "/models/<model>",
+                                 "/models/<model>/<condition>/<layer>")
 
 
-def _validate_layer(path: Path, where: str, ds: h5py.Dataset, n: int) -> None:
-    def fail(problem: str) -> None:
-        raise StoreError(path, where, problem)
+# ------------------------------------------------------------------------------ value checks
+def _describe(value: Any) -> str:
+    if isinstance(value, (str, bytes, np.str_, np.bytes_)):
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        return f"the string {text[:40]!r}"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} ({value.dtype})"
+    if isinstance(value, (bool, np.bool_)):
+        return f"the boolean {bool(value)}"
+    if isinstance(value, np.generic):
+        value = value.item()
+    return f"the {type(value).__name__} {value!r}"
 
-    if not isinstance(ds, h5py.Dataset):
-        fail("expected a dataset of activations, found a group")
-    if ds.dtype.newbyteorder("=") not in FLOAT_DTYPES:  # any byte order: read as native
-        fail(f"dtype {ds.dtype} is not float16/32/64; store activations as floating point")
-    if ds.shape[0] != n:
-        fail(f"holds {ds.shape[0]} samples but /samples/id has {n}; every model must cover "
-             "the same samples in the same order")
-    kind = plain_attr(ds.attrs.get("kind"))
-    if kind not in LAYER_KINDS:
-        fail(f"attribute 'kind' is {kind!r}; expected one of {', '.join(LAYER_KINDS)}")
-    if ds.ndim != LAYER_KINDS[kind]:
-        fail(f"a {kind} layer must be {LAYER_KINDS[kind]}-D; got shape {ds.shape}")
-    if kind == "tokens":
-        if "grid" not in ds.attrs or "num_prefix_tokens" not in ds.attrs:
-            fail("tokens need attributes 'grid' (h, w) and 'num_prefix_tokens'")
-        h, w = (int(g) for g in ds.attrs["grid"])
-        prefix = int(ds.attrs["num_prefix_tokens"])
-        if prefix + h * w != ds.shape[1]:
-            fail(f"{ds.shape[1]} tokens != {prefix} prefix + {h}x{w} grid")
 
+def is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, (str, bytes, np.str_, np.bytes_))
+
+
+def _number(value: Any) -> float | None:
+    """A finite real number, else None."""
+    if is_int(value) or isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return None
+
+
+TYPES: dict[str, Callable[[Any], bool]] = {
+    "str": _is_str,
+    "int": is_int,
+    "number": lambda v: _number(v) is not None,
+    "bool": lambda v: isinstance(v, (bool, np.bool_)),
+    "int pair": lambda v: (isinstance(v, np.ndarray) and v.shape == (2,) and v.dtype.kind in "iu"),
+}
+TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a finite number",
+              "bool": "a boolean (True/False)", "int pair": "two integers (h, w)"}
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One attribute of the format: where it lives, its type, whether required, its range."""
+
+    where: str
+    name: str
+    type: str
+    required: bool
+    rule: str = ""
+    check: Callable[[Any], bool] | None = None  # the range: True when the value is valid
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` is valid, else what is wrong (one clause)."""
+        if not TYPES[self.type](value):
+            return (f"attribute {self.name!r} must be {TYPE_WORDS[self.type]}; got "
+                    f"{_describe(value)}")
+        if self.check is not None and not self.check(plain_attr(value)):
+            return f"attribute {self.name!r} is {plain_attr(value)!r}; expected {self.rule}"
+        return None
+
+
+@dataclass(frozen=True)
+class DatasetRule:
+    """One dataset of the format (checked in code below; declared here for the docs)."""
+
+    path: str
+    dtype: str
+    shape: str
+    required: bool
+    rule: str
+
+
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute(ROOT, "format", "str", True, f"{FORMAT!r}", lambda v: v == FORMAT),
+    Attribute(ROOT, "format_version", "int", True, f"{FORMAT_VERSION}",
+              lambda v: v == FORMAT_VERSION),
+    Attribute(ROOT, "complete", "bool", True, "True (the writer finished; --allow-incomplete "
+              "reads a store whose writer did not)"),
+    Attribute(ROOT, "n_samples", "int", False, "the length of /samples/id", lambda v: v >= 1),
+    *(Attribute(ROOT, name, "str", False) for name in (
+        "producer", "producer_version", "created", "config", "provenance", "numpy_version",
+        "h5py_version", "hdf5_version")),
+    Attribute(CONDITION, "kind", "str", True, "a non-empty name (clean, gaussian_noise, ...)",
+              lambda v: bool(v.strip())),
+    Attribute(CONDITION, "sigma", "number", False, ">= 0", lambda v: v >= 0),
+    Attribute(CONDITION, "seed", "int", False),
+    Attribute(CONDITION, "space", "str", False),
+    Attribute(CONDITION, "band", "str", False),
+    Attribute(MODEL, "role", "str", True, "'teacher' or 'student'; at most one teacher",
+              lambda v: v in ROLES),
+    Attribute(MODEL, "architecture", "str", True),
+    Attribute(MODEL, "n_params", "int", True, ">= 0, or -1 when unknown", lambda v: v >= -1),
+    Attribute(MODEL, "family", "str", False, "a non-empty name", lambda v: bool(v.strip())),
+    Attribute(MODEL, "seed", "int", False, ">= -1 (-1: unknown)", lambda v: v >= -1),
+    Attribute(LAYER, "kind", "str", True, " or ".join(repr(k) for k in LAYER_KINDS),
+              lambda v: v in LAYER_KINDS),
+    Attribute(LAYER, "grid", "int pair", False, "(h, w), both >= 1; required for tokens",
+              lambda v: min(v) >= 1),
+    Attribute(LAYER, "num_prefix_tokens", "int", False, ">= 0; required for tokens",
+              lambda v: v >= 0),
+)
+
+DATASETS: tuple[DatasetRule, ...] = (
+    DatasetRule("/samples/id", "integer", "(n,), n >= 1", True, "unique"),
+    DatasetRule("/samples/label", "integer", "(n,)", False, "class labels"),
+    DatasetRule("/samples/split", "string", "(n,)", False,
+                "non-empty strings; probes use 'train' and 'test'"),
+    DatasetRule(LAYER, "float16/32/64, either byte order", "(n, d) embedding, (n, c, h, w) map, "
+                "(n, t, d) tokens; every size >= 1", True,
+                "in this file; filters available; every chunk written; "
+                "t = num_prefix_tokens + h w for tokens"),
+)
+
+
+def schema_markdown() -> str:
+    """The schema as the tables of ``docs/store-format.md`` (section *Validation*)."""
+    lines = ["| where | attribute | type | required | range |", "|---|---|---|---|---|"]
+    for a in ATTRIBUTES:
+        lines.append(f"| `{a.where}` | `{a.name}` | {a.type} | {'yes' if a.required else ''} | "
+                     f"{a.rule} |")
+    lines += ["", "| dataset | dtype | shape | required | rule |", "|---|---|---|---|---|"]
+    for d in DATASETS:
+        lines.append(f"| `{d.path}` | {d.dtype} | {d.shape} | {'yes' if d.required else ''} | "
+                     f"{d.rule} |")
+    return "\n".join(lines)

@@ -16,26 +16,39 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._errors import InputError
+from .._errors import InputError, OutputError
 from .._version import __version__
-from ..outputs import check_output_path, publish
-from .schema import (CHUNK_BYTES, FORMAT, FORMAT_VERSION, ROLES, WRITE_BYTES, attr_value,
-                     check_float_dtype, check_name, layer_kind)
+from ..outputs import OutputLock, check_output_path, check_room, partial_name, publish
+from .schema import (ATTRIBUTES, CHUNK_BYTES, CONDITION, FORMAT, FORMAT_VERSION, MODEL, ROLES,
+                     WRITE_BYTES, attr_value, check_float_dtype, check_name, first_line,
+                     layer_kind)
 
 __all__ = ["StoreWriter", "LayerWriter"]
 
 # ----------------------------------------------------------------------------------- the writer
+#: room kept for HDF5's own structures and its unflushed chunks when checking the disk, and
+#: the bytes written between flushes (one flush per append cost 2.3x on 384 KiB appends)
+METADATA_BYTES = 2 << 20
+FLUSH_BYTES = 1 << 20
+
+
 class LayerWriter:
     """Writes one layer's activations in blocks of samples (returned by ``StoreWriter.create_layer``)."""
 
-    def __init__(self, dataset: h5py.Dataset, where: str):
+    def __init__(self, dataset: h5py.Dataset, where: str, room=lambda more: None):
         self._ds = dataset
         self._where = where
+        self._room = room  # raises OutputError when ``more`` bytes would not fit
+        self._unflushed = 0
         self.rows_written = 0
 
     @property
     def n_samples(self) -> int:
         return self._ds.shape[0]
+
+    @property
+    def row_bytes(self) -> int:
+        return self._ds.dtype.itemsize * int(np.prod(self._ds.shape[1:]))
 
     def append(self, block) -> None:
         """Write the next ``len(block)`` samples (any array-like, e.g. ``tensor.numpy()``)."""
@@ -51,7 +64,17 @@ class LayerWriter:
             raise InputError(
                 f"{self._where}: {stop} samples written, but the store has {self.n_samples}"
             )
-        self._ds[self.rows_written:stop] = block
+        self._room(block.shape[0] * self.row_bytes)  # HDF5 never gets a write that cannot fit
+        try:
+            self._ds[self.rows_written:stop] = block
+            self._unflushed += block.shape[0] * self.row_bytes
+            if self._unflushed >= FLUSH_BYTES:  # little waits in HDF5's caches: the checks
+                self._ds.file.flush()           # see (nearly) all that is written
+                self._unflushed = 0
+        except OSError as err:  # a disk that filled up all the same
+            raise OutputError(f"{self._where}: cannot write samples {self.rows_written}.."
+                              f"{stop - 1} ({first_line(err)}); free space or choose another "
+                              "output path") from None
         self.rows_written = stop
 
 
@@ -114,9 +137,19 @@ class StoreWriter:
         self.sample_ids = ids.astype(np.int64)
         self.n_samples = ids.size
         self._compression = compression
-        self._partial = self.path.with_name(self.path.name + ".partial")
+        self._partial = partial_name(self.path)
         self._layers: dict[str, LayerWriter] = {}
-        self._file = h5py.File(self._partial, "w", track_order=True)
+        self._lock = OutputLock(self.path, "store")  # until close or abort
+        try:
+            check_room(self.path, METADATA_BYTES + ids.size * 24, "store")  # ids, labels, split
+            self._file = h5py.File(self._partial, "w", track_order=True)
+        except OutputError:
+            self._lock.release()
+            raise
+        except OSError as err:
+            self._lock.release()
+            raise OutputError(f"{self._partial}: cannot create the store ({first_line(err)}); "
+                              "choose another output path") from None
         try:
             root = self._file.attrs
             root["format"] = FORMAT
@@ -158,10 +191,10 @@ class StoreWriter:
     # -- structure --------------------------------------------------------------------------
     def add_condition(self, name: str, kind: str = "clean", **params: Any) -> None:
         """Declare an input condition (``kind`` e.g. "clean", "gaussian_noise"; parameters as attrs)."""
+        values = _checked(CONDITION, f"condition {name!r}", {"kind": kind, **params})
         group = self._file["conditions"].create_group(check_name("condition", name),
                                                       track_order=True)
-        group.attrs["kind"] = kind
-        for key, value in params.items():
+        for key, value in values.items():
             group.attrs[key] = attr_value(value)
 
     def add_model(self, name: str, *, role: str, architecture: str, n_params: int = -1,
@@ -173,11 +206,10 @@ class StoreWriter:
             g.attrs.get("role") == "teacher" for g in self._file["models"].values()
         ):
             raise InputError(f"model {name!r}: the store already has a teacher")
+        values = _checked(MODEL, f"model {name!r}", {"role": role, "architecture": architecture,
+                                                     "n_params": n_params, **attrs})
         group = self._file["models"].create_group(check_name("model", name), track_order=True)
-        group.attrs["role"] = role
-        group.attrs["architecture"] = architecture
-        group.attrs["n_params"] = int(n_params)
-        for key, value in attrs.items():
+        for key, value in values.items():
             group.attrs[key] = attr_value(value)
 
     def create_layer(self, model: str, condition: str, layer: str, sample_shape: tuple[int, ...],
@@ -190,9 +222,12 @@ class StoreWriter:
             raise InputError(f"{where}: add_model({model!r}, ...) first")
         if condition not in self._file["conditions"]:
             raise InputError(f"{where}: add_condition({condition!r}, ...) first")
-        dtype = np.dtype(dtype)
+        dtype = np.dtype(dtype).newbyteorder("=")  # stores are written native
         check_float_dtype(dtype, where)
         sample_shape = tuple(int(s) for s in sample_shape)
+        if any(s < 1 for s in sample_shape):
+            raise InputError(f"{self.path}:{where}: per-sample shape {sample_shape} holds no "
+                             "features; store at least one feature per sample")
         if kind is None and grid is not None:
             kind = "tokens"
         kind = layer_kind(1 + len(sample_shape), kind, where)
@@ -210,6 +245,9 @@ class StoreWriter:
                 )
         row_bytes = dtype.itemsize * int(np.prod(sample_shape))
         rows = max(1, min(self.n_samples, CHUNK_BYTES // max(row_bytes, 1)))
+        if self._compression is None:  # room for this layer and what the others still need
+            self._check_room(self.n_samples * row_bytes + sum(
+                (w.n_samples - w.rows_written) * w.row_bytes for w in self._layers.values()))
         models = self._file["models"][model]
         group = models[condition] if condition in models else models.create_group(
             condition, track_order=True)
@@ -223,7 +261,7 @@ class StoreWriter:
             ds.attrs["num_prefix_tokens"] = int(num_prefix_tokens)
         for key, value in attrs.items():
             ds.attrs[key] = attr_value(value)
-        writer = LayerWriter(ds, f"{self._partial}:{where}")
+        writer = LayerWriter(ds, f"{self._partial}:{where}", self._check_room)
         self._layers[where] = writer
         return writer
 
@@ -262,6 +300,14 @@ class StoreWriter:
         for start in range(0, self.n_samples, step):
             writer.append(data[start:start + step])
 
+    def _check_room(self, more: int) -> None:
+        """Refuse ``more`` bytes (and room for HDF5's own) that the disk or ``ulimit -f`` cannot
+        take, before HDF5 is asked to write them: after a failed write HDF5 cannot close the
+        file cleanly (HDF5 2.0 crashes at exit), so the writer never lets one happen."""
+        written = sum(w.rows_written * w.row_bytes for w in self._layers.values())
+        size_now = max(written, self._partial.stat().st_size)
+        check_room(self.path, more + METADATA_BYTES, "store", size_now=size_now)
+
     # -- finishing ---------------------------------------------------------------------------
     def close(self) -> Path:
         """Check every layer is full, mark the store complete, sync it and move it into place."""
@@ -270,17 +316,27 @@ class StoreWriter:
                 raise InputError(
                     f"{where}: only {writer.rows_written} of {writer.n_samples} samples written"
                 )
-        self._file.attrs["complete"] = np.bool_(True)
-        self._file.flush()
-        self._file.close()
-        return publish(self._partial, self.path, overwrite=self._overwrite, what="store")
+        try:
+            self._file.attrs["complete"] = np.bool_(True)
+            self._file.flush()
+            self._file.close()
+        except OSError as err:
+            raise OutputError(f"{self._partial}: cannot finish the store ({first_line(err)}); "
+                              "free space or choose another output path") from None
+        try:
+            return publish(self._partial, self.path, overwrite=self._overwrite, what="store")
+        finally:
+            self._lock.release()
 
     def abort(self) -> None:
         """Close and delete the partial file; nothing at ``path`` is touched."""
         try:
             self._file.close()
+        except OSError:
+            pass  # a full disk: the partial file is deleted all the same
         finally:
             self._partial.unlink(missing_ok=True)
+            self._lock.release()
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -295,3 +351,21 @@ class StoreWriter:
         else:
             self.abort()
 
+
+def _checked(where: str, what: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes to write, checked against the format's declarations
+    (``store.schema.ATTRIBUTES``: a store this writer finishes passes validation); a declared
+    attribute given as None is left out (unknown)."""
+    declared = {rule.name: rule for rule in ATTRIBUTES if rule.where == where}
+    out = {}
+    for key, value in values.items():
+        rule = declared.get(key)
+        if rule is not None:
+            if value is None:
+                continue
+            problem = rule.problem(np.asarray(value) if isinstance(value, (list, tuple))
+                                   else value)
+            if problem:
+                raise InputError(f"{what}: {problem}")
+        out[key] = value
+    return out
