@@ -21,6 +21,11 @@ from .._version import __version__
 
 __all__ = ["render_report", "write_report"]
 
+#: the page runs no script and loads nothing from elsewhere: its figures are data: URIs, its
+#: style is inline; every string from the store or the results is escaped as well
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
+       "form-action 'none'")
+
 _CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; color: #222; }
 h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
@@ -218,7 +223,9 @@ def render_report(results: xr.Dataset, *, title: str | None = None) -> str:
                               results["condition_band"].values if "condition_band" in results.coords
                               else [""] * results.sizes["condition"]))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class="muted">store {html.escape(str(results.attrs.get('store', '')))} ({html.escape(str(results.attrs.get('store_producer', '')))});
