@@ -116,11 +116,15 @@ def test_seed_aggregation(tmp_path):
     assert got == pytest.approx(ref.entropy_rank(mean_s**2, 1e-10), rel=1e-10)
     per_seed = [ref.entropy_rank(s, 1e-10) for s in spectra]
     spread = float(result["seed_rank_std"].sel(family="small", condition="clean", layer="emb"))
-    assert spread == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
+    assert spread == pytest.approx(np.std(per_seed, ddof=0), rel=1e-9)  # the paper's np.std
+    assert result["seed_rank_std"].attrs["ddof"] == 0
     assert list(result["family"].values) == ["small"]
-    plain = ds.analyze(path)  # default convention: mean of per-seed ranks
+    plain = ds.analyze(path)  # default convention: mean of per-seed ranks, sample std
     got = float(plain["seed_averaged_rank"].sel(family="small", condition="clean", layer="emb"))
-    assert got == pytest.approx(np.mean([ref.entropy_rank(ref.spectrum(z)) for z in seeds]), rel=1e-10)
+    per_seed = [ref.entropy_rank(ref.spectrum(z)) for z in seeds]
+    assert got == pytest.approx(np.mean(per_seed), rel=1e-10)
+    spread = float(plain["seed_rank_std"].sel(family="small", condition="clean", layer="emb"))
+    assert spread == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
 
 
 def test_result_contract_and_missing_layers(tmp_path):

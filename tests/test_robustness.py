@@ -168,6 +168,11 @@ def test_seed_means_and_spreads(tmp_path):
     agg = res.sel(family="S", condition="noisy", layer="embedding")
     assert float(agg["feature_drift_seed_mean"]) == pytest.approx(members.mean())
     assert float(agg["feature_drift_seed_std"]) == pytest.approx(members.std(ddof=1))
+    paper = ds.analyze(path, alignment=False, convention="arxiv_2603_06698")  # np.std, ddof 0
+    drift = paper["feature_drift"].sel(condition="noisy", layer="embedding")
+    members = drift.sel(model=["s0", "s1", "s2"]).values
+    spread = paper["feature_drift_seed_std"].sel(family="S", condition="noisy", layer="embedding")
+    assert float(spread) == pytest.approx(members.std(ddof=0))
     assert "probe_accuracy" in res and np.isnan(res["probe_accuracy"]).all()  # no labels here
     assert "not fitted" in res.attrs["probe"]
 

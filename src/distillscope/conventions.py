@@ -38,6 +38,10 @@ class Convention:
     seed_aggregation : {"spectrum_mean", "rank_mean"}
         ``"spectrum_mean"``: rank of the seed-averaged singular values (arXiv 2603.06698);
         ``"rank_mean"``: mean of per-seed ranks.
+    seed_ddof : int
+        Delta degrees of freedom of every standard deviation over seeds: 1 (the sample standard
+        deviation) by default, 0 under arXiv 2603.06698 (its notebook's ``np.std``: the
+        "71.11 +/- 0.44" of its Table I).
     source : str
         Citation.
     infonce_tau, infonce_batch, infonce_reduction
@@ -54,6 +58,7 @@ class Convention:
     primary: str = "erank_variance"
     threshold: float = 0.90
     seed_aggregation: str = "rank_mean"
+    seed_ddof: int = 1
     source: str = ""
     infonce_tau: float = 0.1
     infonce_batch: int = 64
@@ -87,8 +92,10 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
             primary="erank_variance",
             threshold=0.90,
             seed_aggregation="spectrum_mean",
+            seed_ddof=0,
             source="arXiv 2603.06698 (L2-normalise, centre, variance entropy with 1e-10 in the "
-                   "log, dims for 90% variance, rank of the seed-averaged singular values; "
+                   "log, dims for 90% variance, rank of the seed-averaged singular values, "
+                   "spreads over seeds with ddof 0; "
                    "InfoNCE tau 0.1 over consecutive batches of 64 averaged per batch; "
                    "uniformity per batch of 64 with the diagonal)",
             infonce_reduction="batch",

@@ -117,7 +117,7 @@ AGGREGATED = ("feature_drift", "cka_clean_noisy", "probe_accuracy", "knn_accurac
 
 
 def _seed_statistic(name: str, how: str):
-    def compute(results: xr.Dataset) -> xr.DataArray | None:
+    def compute(results: xr.Dataset, ddof: int = 1) -> xr.DataArray | None:
         if name not in results or "family" not in results.coords:
             return None
         stack = []
@@ -126,7 +126,7 @@ def _seed_statistic(name: str, how: str):
             stack.append(results[name].sel(model=members).values)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
-            reduced = [np.nanmean(s, axis=0) if how == "mean" else np.nanstd(s, axis=0, ddof=1)
+            reduced = [np.nanmean(s, axis=0) if how == "mean" else np.nanstd(s, axis=0, ddof=ddof)
                        for s in stack]
         return xr.DataArray(np.stack(reduced), dims=("family", "condition", "layer"),
                             coords={"family": results.family.values,
@@ -140,10 +140,12 @@ for _name in AGGREGATED:
     _source = REGISTRY[_name]
     for _how, _word, _definition in (
             ("mean", "mean over seeds", "mean of {} over the models of one family (seeds)"),
-            ("std", "spread over seeds", "sample standard deviation (ddof=1) of {} over seeds")):
+            ("std", "spread over seeds", "standard deviation of {} over seeds, ddof from the "
+                                         "convention (1; 0 under arxiv_2603_06698)")):
         register(Metric(
             name=f"{_name}_seed_{_how}", long_name=f"{_source.long_name}, {_word}",
             units=_source.units,
             takes=RESULTS, statistic="results", compute=_seed_statistic(_name, _how),
             dims=("family", "condition", "layer"), anchor="robustness-from-features",
-            family="robustness", definition=_definition.format(_name)))
+            family="robustness", definition=_definition.format(_name),
+            convention_params=(lambda c: {"ddof": c.seed_ddof}) if _how == "std" else None))

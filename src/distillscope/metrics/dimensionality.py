@@ -396,6 +396,8 @@ register(Metric(
 register(Metric(
     name="seed_rank_std", long_name="spread of per-seed effective rank", units="dimensions",
     takes=FAMILY, statistic="spectrum", family="dimensionality", anchor="named-conventions",
-    compute=lambda spectra, eps=0.0: float(np.std([erank_variance(s, eps) for s in spectra],
-                                                  ddof=1)),
-    definition="sample standard deviation (ddof=1) of erank_variance over seeds"))
+    compute=lambda spectra, eps=0.0, ddof=1: float(
+        np.std([erank_variance(s, eps) for s in spectra], ddof=ddof)),
+    definition="standard deviation of erank_variance over seeds, ddof from the convention (1, "
+               "the sample standard deviation; 0 under arxiv_2603_06698)",
+    convention_params=lambda c: {"ddof": c.seed_ddof}))
