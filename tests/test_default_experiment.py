@@ -95,6 +95,7 @@ def test_reduced_main_job_end_to_end(tmp_path):
     page = (out / "report.html").read_text()
     assert page.count('<img alt="') >= 9 and "student_L_infonce" in page
     assert "Next to arXiv 2603.06698" in page and "88.68" in page and "27.35" in page
+    assert all(v in page for v in ("15.91", "16.62", "16.66"))  # Table I, from the registry
     manifest = json.loads((MODELS / "models.json").read_text())["models"]
     with ds.open_store(out / "store.h5") as st:
         assert len(st.models) == 12 and len(st.conditions) == 7

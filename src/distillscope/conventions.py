@@ -124,20 +124,3 @@ def get_convention(name: str | Convention) -> Convention:
         raise InputError(
             f"convention must be one of {', '.join(CONVENTIONS)}; got {name!r}"
         ) from None
-
-
-#: Values published in arXiv 2603.06698 (``../shared/METRICS.md``), for reports that set the
-#: numbers measured under its convention next to the paper's: effective rank of the clean
-#: embedding, and linear-probe accuracy (%) at Gaussian noise sigma 0, 0.05, 0.1, 0.2 in
-#: normalized space, for the teacher and the students S, M, L (conv widths x1, x2, x4).
-ARXIV_2603_06698_PUBLISHED = {
-    "effective_rank": {"teacher": 88.68, "S": 16.0, "M": 16.0, "L": 16.0},
-    "sigmas": (0.0, 0.05, 0.1, 0.2),
-    "probe_accuracy": {
-        "teacher": (94.31, 92.19, 89.35, 84.12),
-        "S": (71.11, 67.82, 54.84, 27.35),
-        "M": (72.32, 68.36, 52.49, 24.15),
-        "L": (72.94, 69.09, 43.76, 14.05),
-    },
-    "note": "students: 'about 16 whatever its size'; accuracies of single models",
-}

@@ -153,6 +153,36 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_papers(args: argparse.Namespace) -> int:
+    from .. import papers
+    from .._errors import InputError
+
+    if args.markdown:
+        print(papers.summary_markdown())
+        return 0
+    entries = papers.load()
+    for wanted in args.ids:
+        if wanted not in entries:
+            raise InputError(f"papers: no entry {wanted!r}; the registry has "
+                             f"{', '.join(entries)}")
+    for entry in entries.values():
+        if args.ids and entry.id not in args.ids:
+            continue
+        p = entry.paper
+        print(f"{entry.id}: {p.title} ({p.authors}; {p.venue}, {p.year}"
+              f"{', arXiv ' + p.arxiv if p.arxiv else ''})")
+        for c in entry.conventions.values():
+            print(f"  convention {c.name} [{c.status}]: {c.quantity}")
+        shown = [n for n in entry.numbers if args.status in (None, n.status)]
+        for n in shown:
+            what = n.metric + (f" @ {n.condition}" if n.condition else "")
+            print(f"  {n.model:<36.36} {what:<44.44} {n.value:>10g}{n.unit:<2} "
+                  f"[{n.status}] {n.where}")
+        if not shown:
+            print("  (no numbers" + (f" with status {args.status}" if args.status else "") + ")")
+    return 0
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The options of an analysis (``analyze``, ``demo``, ``audit``)."""
     from ..conventions import CONVENTIONS
@@ -217,6 +247,14 @@ def register(sub) -> None:
     p.add_argument("--markdown", action="store_true",
                    help="as the table of docs/metrics.md")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("papers", help="list the papers registry: published numbers and the "
+                       "conventions they were computed under (docs/papers.md)")
+    p.add_argument("ids", nargs="*", help="registry ids to show (default: all)")
+    p.add_argument("--status", choices=("verified", "provisional"),
+                   help="only numbers of this status")
+    p.add_argument("--markdown", action="store_true", help="as the table of docs/papers.md")
+    p.set_defaults(func=cmd_papers)
 
     p = sub.add_parser("report", help="one self-contained HTML page from a results file",
                        description="Figures, headline numbers per model, and every definition "
