@@ -245,6 +245,8 @@ CASES: tuple[Case, ...] = (
     # the schema: types, shapes and ranges
     Case("complete is the string 'False'", _edit(_attr("/", "complete", "False")), "refused",
          "attribute 'complete' must be a boolean", "/"),
+    Case("complete is an array", _edit(_attr("/", "complete", np.array([0, 0]))), "refused",
+         "attribute 'complete' must be a boolean", "/"),
     Case("incomplete store", _edit(_attr("/", "complete", False)), "refused",
          "the store is incomplete", "/"),
     Case("two teachers", _edit(_attr("/models/student", "role", "teacher")), "refused",

@@ -196,7 +196,8 @@ def validate_structure(path: Path, f: h5py.File, allow_incomplete: bool = False,
     found.raise_any()  # what reaches outside or loops is not walked any further
     root = found.attributes(ROOT, "/", f)
     _fatal_root(path, root)
-    if not allow_incomplete and root.get("complete") is not None and not bool(root["complete"]):
+    complete = root.get("complete")
+    if not allow_incomplete and isinstance(complete, (bool, np.bool_)) and not complete:
         found.add("/", "the store is incomplete (complete=False): its writer did not finish; "
                        "rerun the extraction, or pass allow_incomplete=True "
                        "(--allow-incomplete) to read it")
