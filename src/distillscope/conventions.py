@@ -38,6 +38,11 @@ class Convention:
     seed_aggregation : {"spectrum_mean", "rank_mean"}
         ``"spectrum_mean"``: rank of the seed-averaged singular values (arXiv 2603.06698);
         ``"rank_mean"``: mean of per-seed ranks.
+    rows : {"all", "test"}
+        The samples every spectrum, pair statistic, drift, spatial spectrum and sample-level
+        metric is computed on: all of them, or the test split only (arXiv 2603.06698's notebook
+        computes on the CIFAR-10 test images). Probes and the kNN vote always fit on the train
+        split and score the test split.
     seed_ddof : int
         Delta degrees of freedom of every standard deviation over seeds: 1 (the sample standard
         deviation) by default, 0 under arXiv 2603.06698 (its notebook's ``np.std``: the
@@ -58,6 +63,7 @@ class Convention:
     primary: str = "erank_variance"
     threshold: float = 0.90
     seed_aggregation: str = "rank_mean"
+    rows: str = "all"
     seed_ddof: int = 1
     source: str = ""
     infonce_tau: float = 0.1
@@ -92,10 +98,11 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
             primary="erank_variance",
             threshold=0.90,
             seed_aggregation="spectrum_mean",
+            rows="test",
             seed_ddof=0,
             source="arXiv 2603.06698 (L2-normalise, centre, variance entropy with 1e-10 in the "
                    "log, dims for 90% variance, rank of the seed-averaged singular values, "
-                   "spreads over seeds with ddof 0; "
+                   "spreads over seeds with ddof 0, all on the test split; "
                    "InfoNCE tau 0.1 over consecutive batches of 64 averaged per batch; "
                    "uniformity per batch of 64 with the diagonal)",
             infonce_reduction="batch",

@@ -1,7 +1,7 @@
 """The engine's accumulators: one per streamed statistic of the plan.
 
 Each has ``update(block)`` (a ``Block`` of the executor: aligned rows of every dataset of one
-sample range), ``merge(other)`` (the state of another, disjoint, sample range) and
+sample range; the statistics read its analysed samples, the rows held for probes read all), ``merge(other)`` (the state of another, disjoint, sample range) and
 ``finalize()`` (the statistic the registry's metrics read). State is plain numpy arrays and
 numbers (picklable), so ranges can be accumulated apart, shipped, and merged in any order:
 merging the states of disjoint ranges equals one pass over their union (tested).
@@ -28,7 +28,10 @@ __all__ = ["MomentsAccumulator", "CrossAccumulator", "SpatialAccumulator", "Drif
 
 
 def _fold_slices(start: int, stop: int, bounds: list[int] | None):
-    """(fold, lo, hi) of the rows ``start:stop`` of a block (block-relative lo, hi)."""
+    """(fold, lo, hi) of the rows ``start:stop`` of a block (block-relative lo, hi); none
+    when the block holds no analysed sample."""
+    if start == stop:
+        return
     if bounds is None:
         yield 0, 0, stop - start
         return
@@ -69,10 +72,10 @@ class MomentsAccumulator:
         self.parts = [SecondMoments(width, l2_normalize=l2, norms=norms) for _ in range(count)]
 
     def update(self, block) -> None:
-        prepared = block.prepared(self.key)
+        prepared = block.analysed(self.key)
         shift = block.shift(self.key)
         zero = prepared.n_zero
-        for f, lo, hi in _fold_slices(block.start, block.stop, self.bounds):
+        for f, lo, hi in _fold_slices(*block.span, self.bounds):
             part = prepared.rows(lo, hi)
             if zero and part is not prepared:  # the block's zero-norm rows, counted once
                 part.n_zero, zero = zero, 0
@@ -103,9 +106,9 @@ class CrossAccumulator:
 
     def update(self, block) -> None:
         x_key, y_key = self.key
-        px, py = block.prepared(x_key), block.prepared(y_key)
+        px, py = block.analysed(x_key), block.analysed(y_key)
         shifts = (block.shift(x_key), block.shift(y_key))
-        for f, lo, hi in _fold_slices(block.start, block.stop, self.bounds):
+        for f, lo, hi in _fold_slices(*block.span, self.bounds):
             self.parts[f].add_prepared(px.rows(lo, hi), py.rows(lo, hi), shifts)
 
     def merge(self, other: "CrossAccumulator") -> "CrossAccumulator":
@@ -130,7 +133,8 @@ class SpatialAccumulator:
         self.spectrum = SpectrumAccumulator(grid, **options)
 
     def update(self, block) -> None:
-        self.spectrum.update(block.maps(self.key))
+        if block.span[0] < block.span[1]:  # the block holds analysed samples
+            self.spectrum.update(block.analysed_maps(self.key))
 
     def merge(self, other: "SpatialAccumulator") -> "SpatialAccumulator":
         self.spectrum.merge(other.spectrum)
@@ -149,7 +153,8 @@ class DriftPairAccumulator:
 
     def update(self, block) -> None:
         clean, other = self.key
-        self.drift.update(block.pooled(clean), block.pooled(other))
+        if block.span[0] < block.span[1]:  # the block holds analysed samples
+            self.drift.update(block.analysed_pooled(clean), block.analysed_pooled(other))
 
     def merge(self, other: "DriftPairAccumulator") -> "DriftPairAccumulator":
         self.drift.merge(other.drift)

@@ -173,8 +173,14 @@ def _run_attributes(plan: Plan, values: Values, variables: set[str]) -> dict:
     }
     if plan.needs["maps"]:
         attrs["remove_map_mean"] = int(plan.options.remove_map_mean)
+    if plan.subset is not None:
+        attrs["analysed_samples"] = (f"the test split: {plan.n_analysed} of {store.n_samples} "
+                                     "samples (probes and the kNN vote fit on the train split)")
+    elif plan.convention.rows != "all":
+        attrs["analysed_samples"] = (f"all {store.n_samples} samples (the convention computes "
+                                     "on the test split; the store has none)")
     if plan.pairs:
-        n = store.n_samples
+        n = plan.n_analysed
         attrs.update(infonce_tau=conv.infonce_tau, infonce_batch=conv.infonce_batch,
                      infonce_reduction=conv.infonce_reduction, mutual_knn_k=KNN_K,
                      mutual_knn_chance=KNN_K / (n - 1), cv_folds=N_FOLDS, ridge=RIDGE)

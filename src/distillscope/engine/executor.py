@@ -37,6 +37,15 @@ class Block:
         self._raw: dict[Key, np.ndarray] = {}
         self._pooled: dict[Key, np.ndarray] = {}
         self._prepared: dict[Key, tuple[Prepared, np.ndarray]] = {}
+        self._analysed: dict[Key, Prepared] = {}
+        # the analysed samples of the block (``Plan.subset``): block-relative indices, and
+        # their positions among all analysed samples (which cross-validation fold they are in)
+        subset = plan.subset
+        if subset is None:
+            self.picked, self.span = None, (start, stop)
+        else:
+            lo, hi = (int(i) for i in np.searchsorted(subset, (start, stop)))
+            self.picked, self.span = subset[lo:hi] - start, (lo, hi)
 
     def raw(self, key: Key) -> np.ndarray:
         """The stored rows (float16 widened to float32)."""
@@ -76,6 +85,28 @@ class Block:
             self._prepared[key] = (prepared, out)
         return self._prepared[key][0]
 
+    def analysed(self, key: Key) -> Prepared:
+        """``prepared(key)`` restricted to the analysed samples (all rows without a subset)."""
+        prepared = self.prepared(key)
+        if self.picked is None:
+            return prepared
+        if key not in self._analysed:
+            z = prepared.z[self.picked]
+            n_zero = (int(np.count_nonzero(~self.pooled(key)[self.picked].any(axis=1)))
+                      if self.plan.l2 else 0)
+            self._analysed[key] = Prepared(z, z.sum(axis=0), n_zero)
+        return self._analysed[key]
+
+    def analysed_pooled(self, key: Key) -> np.ndarray:
+        """``pooled(key)`` restricted to the analysed samples."""
+        pooled = self.pooled(key)
+        return pooled if self.picked is None else pooled[self.picked]
+
+    def analysed_maps(self, key: Key) -> np.ndarray:
+        """``maps(key)`` restricted to the analysed samples."""
+        maps = self.maps(key)
+        return maps if self.picked is None else maps[self.picked]
+
     def shift(self, key: Key) -> np.ndarray:
         """The shift the representation's rows are prepared about."""
         return self._preparers[key].shift
@@ -84,6 +115,7 @@ class Block:
         """Give the arrays of one condition (of every one by default) back to the pool."""
         for key in [k for k in self._raw if condition is None or k[1] == condition]:
             self._pooled.pop(key, None)
+            self._analysed.pop(key, None)
             prepared = self._prepared.pop(key, None)
             if prepared is not None:
                 POOL.give(prepared[1])

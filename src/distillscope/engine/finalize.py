@@ -20,6 +20,7 @@ import numpy as np
 
 from .._errors import InputError
 from ..metrics.alignment import DegenerateWarning
+from ..metrics.neighbours import Samples
 from ..metrics.predictivity import CrossValidation
 from ..metrics.pairs import PairMoments
 from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, TEACHER_STUDENT, Metric)
@@ -61,9 +62,13 @@ def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], obje
 def compute_values(plan: Plan, stats: dict[str, dict]) -> Values:
     """Every chosen metric for every entry it applies to."""
     values = Values()
+    stats["analysed"] = _analysed_samples(plan, stats["samples"])
     _request_products(plan, stats)
     start = time.perf_counter()
-    for samples in stats["samples"].values():  # one similarity pass per representation
+    passes = list(stats["samples"].values())
+    if stats["analysed"] is not stats["samples"]:
+        passes += stats["analysed"].values()
+    for samples in passes:  # one similarity pass per representation (and subset)
         samples.compute()
     values.timed("similarity passes", start)
     _representations(plan, stats, values)
@@ -73,9 +78,17 @@ def compute_values(plan: Plan, stats: dict[str, dict]) -> Values:
     return values
 
 
+def _analysed_samples(plan: Plan, held: dict) -> dict:
+    """The held rows the sample-level metrics read: all of them, or, under a convention that
+    computes on the test split, a copy of its rows (the probes and the kNN vote keep all)."""
+    if plan.subset is None:
+        return held
+    return {key: Samples(samples.held[plan.subset]) for key, samples in held.items()}
+
+
 def _request_products(plan: Plan, stats: dict[str, dict]) -> None:
     """Tell every held representation what its one similarity pass must produce."""
-    samples = stats["samples"]
+    samples = stats["analysed"]
     for m in plan.metrics:
         if m.needs is None or m.statistic not in ("samples", "probes"):
             continue
@@ -85,7 +98,7 @@ def _request_products(plan: Plan, stats: dict[str, dict]) -> None:
         if m.statistic == "probes":
             clean = plan.reference_condition
             for model, layer in plan.probe_layers():
-                samples[(model, clean, layer)].request(
+                stats["samples"][(model, clean, layer)].request(
                     **wanted, split=(plan.split.train, plan.split.test))
         elif m.takes == TEACHER_STUDENT:
             for pair in plan.pairs:
@@ -125,8 +138,8 @@ def _representations(plan: Plan, stats: dict[str, dict], values: Values) -> None
                 _apply(m, values, key, lambda m=m, a=args: m.compute(moments, rep, **a))
             elif m.statistic == "maps" and key in stats["maps"]:
                 _apply(m, values, key, lambda m=m, a=args: m.compute(stats["maps"][key], **a))
-            elif m.statistic == "samples" and key in stats["samples"]:
-                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["samples"][key], **a))
+            elif m.statistic == "samples" and key in stats["analysed"]:
+                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["analysed"][key], **a))
 
 
 def pair_statistics(stats: dict[str, dict], pair) -> tuple[PairMoments, CrossValidation | None]:
@@ -153,7 +166,7 @@ def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None
             elif m.statistic == "folds" and folds is not None:
                 _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a))
             elif m.statistic == "samples":
-                sx, sy = stats["samples"][t_key], stats["samples"][s_key]
+                sx, sy = stats["analysed"][t_key], stats["analysed"][s_key]
                 _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a))
 
 

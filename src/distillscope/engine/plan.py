@@ -107,6 +107,13 @@ class Plan:
     rows: int
     needs: dict[str, set] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the analysed samples (sorted indices) when the convention computes on a split, else None
+    subset: np.ndarray | None = None
+
+    @property
+    def n_analysed(self) -> int:
+        """How many samples the spectra, pairs and sample-level metrics are computed on."""
+        return self.store.n_samples if self.subset is None else int(self.subset.size)
 
     # -- what is computed -------------------------------------------------------------------
     def chosen(self, takes: str, statistic: str | None = None) -> list[Metric]:
@@ -152,7 +159,8 @@ class Plan:
         moments = sum(8 * w * w * (folds if k in in_pairs else 1) for k, w in widths.items())
         cross = sum(8 * widths[x] * widths[y] * folds for x, y in self.pairs)
         cross += sum(8 * widths[x] * widths[y] for x, y in self.references if self.needs["pair"])
-        rows = sum(n * self.reps[k].width * self.reps[k].held_dtype.itemsize
+        held = n + (0 if self.subset is None else self.n_analysed)  # and the subset's copy
+        rows = sum(held * self.reps[k].width * self.reps[k].held_dtype.itemsize
                    for k in self.needs["samples"])
         unit = max((n * self.reps[k].width * 4 for k in self.needs["samples"]), default=0)
         lists = n * KNN_K * 12 * len(self.needs["samples"])
@@ -184,7 +192,8 @@ class Plan:
         memory = self.memory()
         lines = [
             f"plan for {self.store.path}: {self.store.n_samples} samples, convention "
-            f"{self.convention.name}",
+            f"{self.convention.name}" + ("" if self.subset is None else
+                                         f" (computed on the {self.n_analysed} test samples)"),
             f"  read once: {len(self.reps)} datasets, {self.bytes_read() * mib:.1f} MiB, in "
             f"blocks of {self.rows} samples",
             f"  models: {', '.join(self.models)}",
@@ -328,10 +337,28 @@ def build_plan(store: Store, options: AnalysisOptions) -> Plan:
 
     plan.settings = {name: conv.resolve(name, center=options.center) for name in ESTIMATORS}
     plan.needs = _statistics(plan)
+    plan.subset = _subset(plan)
     if any(m.statistic == "folds" for m in plan.metrics) and plan.pairs:
-        plan.folds = fold_bounds(store.n_samples, N_FOLDS)
+        plan.folds = fold_bounds(plan.n_analysed, N_FOLDS)
     plan.rows = _block_rows(plan)
     return plan
+
+
+def _subset(plan: Plan) -> np.ndarray | None:
+    """The test split's samples under a convention that computes on it (``rows="test"``)."""
+    if plan.convention.rows == "all":
+        return None
+    if plan.split is None:
+        plan.notes.append(f"convention {plan.convention.name} computes on the test split, but "
+                          "the store has no /samples/split with 'train' and 'test' (nor labels "
+                          f"to derive one): computed on all {plan.store.n_samples} samples")
+        return None
+    subset = np.flatnonzero(plan.split.test)
+    if subset.size < 2:
+        raise StoreError(plan.store.path, "/samples/split",
+                         f"holds {subset.size} test sample; convention "
+                         f"{plan.convention.name} computes on the test split and needs at least 2")
+    return subset
 
 
 def _pairs(reps, teacher, students, conditions, layers, chosen):
