@@ -39,18 +39,19 @@ def small(tmp_path_factory):
     return base_store(tmp_path_factory.mktemp("faults") / "small.h5")
 
 
-def test_analyze_killed_at_random_moments_leaves_the_old_file_or_nothing(small, tmp_path):
-    out = tmp_path / "r.nc"
-    argv = [*COMMAND, "analyze", str(small), "-o", str(out), "-q"]
+def _kill_at_random_moments(argv: list[str], out: Path, whole) -> None:
+    """Run ``argv`` once (timing it), then ``FAULTS`` times killed with SIGKILL at seeded
+    random moments, half of them over an existing output: afterwards the output path holds the
+    old file, or a new one that ``whole(path)`` accepts, or (without an old file) nothing."""
     start = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True, timeout=600)
     full = time.monotonic() - start
-    reference = ds.load_results(out)
-    saved = tmp_path / "reference.nc"
+    assert whole(out)
+    saved = out.with_name("saved-" + out.name)
     shutil.copy(out, saved)
     rng = np.random.default_rng(0)
     for i in range(FAULTS):
-        overwrite = i % 2 == 1  # half the kills over an existing results file
+        overwrite = i % 2 == 1  # half the kills over an existing output
         out.unlink(missing_ok=True)
         if overwrite:
             shutil.copy(saved, out)
@@ -60,13 +61,29 @@ def test_analyze_killed_at_random_moments_leaves_the_old_file_or_nothing(small, 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if out.exists():  # the old file untouched, or the new one whole
-            assert ds.load_results(out).equals(reference)  # the same numbers, whole
+            assert whole(out)
         else:
             assert not overwrite  # nothing at the output path
     out.unlink(missing_ok=True)
-    assert main(["analyze", str(small), "-o", str(out), "-q"]) == 0
-    assert _leftovers(tmp_path, "r.nc") == []  # the next run removed what the killed ones left
-    assert ds.load_results(out).equals(reference)
+    subprocess.run(argv, check=True, capture_output=True, timeout=600)
+    assert _leftovers(out.parent, out.name) == []  # the next run removed what the killed left
+    assert whole(out)
+
+
+def test_analyze_killed_at_random_moments_leaves_the_old_file_or_nothing(small, tmp_path):
+    out = tmp_path / "r.nc"
+    assert main(["analyze", str(small), "-o", str(tmp_path / "reference.nc"), "-q"]) == 0
+    reference = ds.load_results(tmp_path / "reference.nc")
+    _kill_at_random_moments([*COMMAND, "analyze", str(small), "-o", str(out), "-q"], out,
+                            lambda path: ds.load_results(path).equals(reference))
+
+
+def test_report_killed_at_random_moments_leaves_the_old_file_or_nothing(small, tmp_path):
+    results = tmp_path / "r.nc"
+    assert main(["analyze", str(small), "-o", str(results), "-q"]) == 0
+    out = tmp_path / "report.html"
+    _kill_at_random_moments([*COMMAND, "report", str(results), "-o", str(out)], out,
+                            lambda path: path.read_text().rstrip().endswith("</html>"))
 
 
 def test_a_second_writer_of_the_same_output_fails_at_once(small, tmp_path, capsys):
