@@ -182,3 +182,39 @@ def test_a_disk_that_fills_while_a_store_is_written(small_disk):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no crash, no traceback
     assert "s.h5: the store needs" in proc.stdout and "MiB free" in proc.stdout
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # no partial store left
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A real read-only file system (tmpfs mounted ro): refuses even root, unlike chmod."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
+                          capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a file system here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("what", ["analyze", "report", "store"])
+def test_a_read_only_file_system_is_one_line_naming_the_path(small, tmp_path, read_only_disk,
+                                                              what):
+    results = tmp_path / "r.nc"
+    assert main(["analyze", str(small), "-o", str(results), "-q"]) == 0
+    out = read_only_disk / "out"
+    argv = {"analyze": ["analyze", str(small), "-o", str(out), "-q"],
+            "report": ["report", str(results), "-o", str(out)]}.get(what)
+    if argv is None:  # the store writer, through the API
+        code = [sys.executable, "-c", "import sys, numpy as np, distillscope as ds\n"
+                "try:\n    ds.StoreWriter(sys.argv[1], sample_ids=np.arange(4))\n"
+                "except ds.OutputError as err:\n    print(err)\n", str(out)]
+        proc = subprocess.run(code, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        line = proc.stdout.strip()
+    else:
+        proc = subprocess.run([*COMMAND, *argv], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and str(read_only_disk) in line, line
+    assert list(read_only_disk.iterdir()) == []
