@@ -125,6 +125,8 @@ def test_seed_aggregation(tmp_path):
     assert got == pytest.approx(np.mean(per_seed), rel=1e-10)
     spread = float(plain["seed_rank_std"].sel(family="small", condition="clean", layer="emb"))
     assert spread == pytest.approx(np.std(per_seed, ddof=1), rel=1e-9)
+    dims = float(plain["seed_averaged_dims"].sel(family="small", condition="clean", layer="emb"))
+    assert dims == pytest.approx(np.mean([ref.n_components(ref.spectrum(z), 0.9) for z in seeds]))
 
 
 def test_result_contract_and_missing_layers(tmp_path):

@@ -3,8 +3,8 @@ notebook (``asymmetric-distillation-phase-collapse.ipynb``, cells 4-11, as recor
 ``distillscope/papers/arxiv_2603_06698.toml``), on a store shaped like its experiment: a teacher
 and students S / M / L x 3 seeds, labels, a train/test split, clean and three noise levels.
 
-The notebook computes every spectrum, rank, dims for 90%, A(k), InfoNCE and uniformity on the
-test images only; probes fit on clean train embeddings and score the test images; spreads over
+The notebook computes every spectrum, rank, dims for 90%, the singular-value rank, A(k), InfoNCE,
+uniformity and the mean-cosine alignment on the test images only; probes fit on clean train embeddings and score the test images; spreads over
 seeds are ``np.std`` (ddof 0); student ranks come from the seed-averaged singular values.
 """
 
@@ -69,12 +69,25 @@ def uniformity(z, t=2.0):
     return float(np.mean(values))
 
 
-def variance_captured(student, teacher):
+def singular_rank(s):
+    """Cell 3, the older cell: entropy of the L1-normalised singular values."""
+    p = s / np.sum(s)
+    return float(np.exp(-np.sum(p * np.log(p + 1e-10))))
+
+
+def cosine_alignment(student, teacher):
+    """Cell 3: mean over batches of the mean cosine of each image's student and teacher rows."""
+    return float(np.mean([np.mean(np.sum(l2(student[b]) * l2(teacher[b]), axis=1))
+                          for b in batches(len(student))]))
+
+
+def variance_captured(student, teacher, center=True):
     """Fig. 1: the share of the (centred, L2-normalised) student's variance along the
-    teacher's top-k principal directions."""
+    teacher's top-k principal directions; cell 5 does not centre the student (``center``)."""
     t = l2(teacher)
     y = l2(student)
-    y = y - y.mean(axis=0)
+    if center:
+        y = y - y.mean(axis=0)
     v = np.linalg.svd(t - t.mean(axis=0), full_matrices=False)[2]
     return np.cumsum(((y @ v.T) ** 2).sum(axis=0)) / np.sum(y**2)
 
@@ -132,7 +145,7 @@ def experiment(tmp_path_factory):
 def results(experiment):
     path = experiment[0]
     return ds.analyze(path, convention="arxiv_2603_06698", rows=50,  # blocks cut the test rows
-                      metrics="default,variance_captured")
+                      metrics="default,variance_captured_uncentred")
 
 
 def _at(results, name, **where):
@@ -151,9 +164,12 @@ def test_spectra_ranks_and_dims_are_the_notebooks_on_the_test_rows(experiment, r
     for family in FAMILIES:  # the rank of the seed-averaged singular values
         mean_s = np.mean([singular_values(stored[f"{family}_{seed}"][test]) for seed in SEEDS],
                          axis=0)
-        got = _at(results, "seed_averaged_rank", family=family, condition="clean",
-                  layer="embedding")
-        assert got == pytest.approx(effective_rank(mean_s), rel=1e-6)
+        where = dict(family=family, condition="clean", layer="embedding")
+        assert _at(results, "seed_averaged_rank", **where) == pytest.approx(
+            effective_rank(mean_s), rel=1e-6)
+        assert _at(results, "seed_averaged_dims", **where) == dims_90(mean_s)  # Table I's 19/20/20
+        assert _at(results, "seed_averaged_singular_rank", **where) == pytest.approx(
+            singular_rank(mean_s), rel=1e-6)
 
 
 def test_infonce_uniformity_and_variance_captured_are_the_notebooks(experiment, results):
@@ -169,6 +185,11 @@ def test_infonce_uniformity_and_variance_captured_are_the_notebooks(experiment, 
                 infonce(student, teacher), rel=1e-6)
             curve = results["variance_captured"].sel(**pair).values
             np.testing.assert_allclose(curve[:D], variance_captured(student, teacher), rtol=1e-6)
+            curve = results["variance_captured_uncentred"].sel(**pair).values
+            np.testing.assert_allclose(curve[:D], variance_captured(student, teacher, False),
+                                       rtol=1e-6)
+            assert _at(results, "cosine_alignment", **pair) == pytest.approx(
+                cosine_alignment(student, teacher), rel=1e-6)
             assert _at(results, "uniformity", model=name, condition="clean",
                        layer="embedding") == pytest.approx(uniformity(student), rel=1e-6)
 
@@ -197,7 +218,7 @@ def test_probes_are_exact_and_spreads_over_seeds_are_np_std(experiment, results)
 
 def test_the_block_size_does_not_change_a_number(experiment, results):
     other = ds.analyze(experiment[0], convention="arxiv_2603_06698",
-                       metrics="default,variance_captured")
+                       metrics="default,variance_captured_uncentred")
     for name in ("effective_rank", "seed_averaged_rank", "infonce_loss", "uniformity",
                  "variance_captured", "linear_cka", "probe_accuracy", "feature_drift"):
         np.testing.assert_allclose(other[name].values, results[name].values, rtol=1e-9,

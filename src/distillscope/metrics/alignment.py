@@ -360,24 +360,35 @@ def procrustes_angular(x, y=None, *, alpha: float = 1.0) -> float:
         anchor="variance-captured", source="arXiv 2603.06698 Fig. 1",
         definition="A(k) = sum_{j<=k} ||Yc v_j||^2 / ||Yc||_F^2, v_j teacher principal "
                    "directions; same-space pairs only (arXiv 2603.06698 Fig. 1)")
-def variance_captured(x, y=None) -> np.ndarray:
+def variance_captured(x, y=None, *, center_student: bool = True) -> np.ndarray:
     r"""The curve :math:`A(k) = \sum_{j \le k} \lVert Y_c v_j \rVert^2 / \lVert Y_c \rVert_F^2`.
 
     ``v_j`` are the teacher's principal directions (descending variance); the student must live
     in the teacher's space (d1 == d2), as cosine-distilled students do (arXiv 2603.06698,
-    Fig. 1). Returns A(1..d).
+    Fig. 1). Returns A(1..d). The paper's text centres the student ("centered Student
+    embeddings"); its notebook's cell 5 projects the student rows as given:
+    ``center_student=False`` (``variance_captured_uncentred``) is that reading, with
+    :math:`Y` in place of :math:`Y_c`.
     """
     m = pair_moments(x, y)
     if m.d1 != m.d2:
         raise InputError(f"variance_captured needs the student in the teacher's space (d1 == d2); "
                          f"got {m.d1} and {m.d2}")
-    _, syy, _ = m.blocks()
+    syy = m.blocks(center=center_student)[1]
     _, vx = m.eig("x")
     captured = along(vx, syy)
     total = np.trace(syy)
     return np.cumsum(captured) / total if total > 0 else np.full(m.d1, np.nan)
 
 
+register(Metric(
+    name="variance_captured_uncentred",
+    long_name="uncentred student variance captured by the teacher's top-k directions", units="1",
+    takes=TEACHER_STUDENT, statistic="pair", dims=("component",), anchor="variance-captured",
+    family="alignment", compute=variance_captured, params={"center_student": False},
+    default=False, source="arXiv 2603.06698's notebook, cell 5",
+    definition="A(k) = sum_{j<=k} ||Y v_j||^2 / ||Y||_F^2 with the student rows as given (not "
+               "centred), v_j teacher principal directions; same-space pairs only"))
 register(Metric(
     name="small_sample", long_name="pair with max(d1, d2) > n / 10", units="1",
     takes=TEACHER_STUDENT, statistic="pair", anchor="guards", family="alignment",

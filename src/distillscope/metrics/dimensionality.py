@@ -12,7 +12,7 @@ A spectrum that is all zero (constant features) has every rank equal to 0 and no
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "rankme",
     "participation_ratio",
     "stable_rank",
+    "seed_averaged_spectrum",
     "n_components",
     "powerlaw_alpha",
     "seed_averaged_erank",
@@ -367,6 +368,13 @@ def seed_averaged_erank(spectra: Sequence[np.ndarray], eps: float = 0.0) -> floa
     eps : float
         As in ``erank_variance`` (the paper's code: 1e-10).
     """
+    return erank_variance(seed_averaged_spectrum(spectra), eps)
+
+
+def seed_averaged_spectrum(spectra: Sequence[np.ndarray]) -> np.ndarray:
+    r"""The spectrum of the seed-averaged singular values, :math:`\bar s_k^2` with
+    :math:`\bar s_k = \mathrm{mean}_{seed} \sqrt{\lambda_k}` (arXiv 2603.06698's notebook,
+    cell 4: ``np.mean(np.vstack(S_list), axis=0)``)."""
     spectra = [np.asarray(s, dtype=np.float64) for s in spectra]
     if not spectra:
         raise InputError("spectra must hold at least one seed's spectrum")
@@ -374,8 +382,7 @@ def seed_averaged_erank(spectra: Sequence[np.ndarray], eps: float = 0.0) -> floa
         raise InputError(
             f"every seed's spectrum must have the same length; got {[s.size for s in spectra]}"
         )
-    mean_singular = np.mean([np.sqrt(s) for s in spectra], axis=0)
-    return erank_variance(mean_singular**2, eps)
+    return np.mean([np.sqrt(s) for s in spectra], axis=0) ** 2
 
 
 def _seed_aggregate(spectra: Sequence[np.ndarray], eps: float = 0.0,
@@ -392,6 +399,36 @@ register(Metric(
     compute=_seed_aggregate, source="arXiv 2603.06698 (spectrum_mean)",
     definition="erank_variance of the seed-averaged singular values (arXiv 2603.06698) under "
                "aggregation spectrum_mean; mean of per-seed erank_variance under rank_mean",
+    convention_params=lambda c: {"aggregation": c.seed_aggregation}))
+def _seed_summary(estimator: Callable[[np.ndarray], float]):
+    """A family metric: ``estimator`` of the seed-averaged spectrum (aggregation
+    "spectrum_mean") or the mean of its per-seed values ("rank_mean")."""
+    def compute(spectra: Sequence[np.ndarray], eps: float = 0.0, aggregation: str = "rank_mean",
+                **params) -> float:
+        if aggregation == "spectrum_mean":
+            return float(estimator(seed_averaged_spectrum(spectra), eps=eps, **params))
+        return float(np.mean([estimator(s, eps=eps, **params) for s in spectra]))
+
+    return compute
+
+
+register(Metric(
+    name="seed_averaged_dims", long_name="seed-aggregated dimensions for the variance threshold",
+    units="dimensions", takes=FAMILY, statistic="spectrum", family="dimensionality",
+    anchor="named-conventions", source="arXiv 2603.06698 (spectrum_mean; its notebook, cell 4)",
+    compute=_seed_summary(lambda lam, eps, threshold: n_components(lam, threshold)),
+    definition="n_components at the convention's threshold (90%) of the seed-averaged singular "
+               "values under aggregation spectrum_mean (arXiv 2603.06698: 19 / 20 / 20); mean "
+               "of per-seed values under rank_mean",
+    convention_params=lambda c: {"aggregation": c.seed_aggregation, "threshold": c.threshold}))
+register(Metric(
+    name="seed_averaged_singular_rank", long_name="seed-aggregated singular-value effective rank",
+    units="dimensions", takes=FAMILY, statistic="spectrum", family="dimensionality",
+    anchor="named-conventions", source="arXiv 2603.06698's notebook, cell 3",
+    compute=_seed_summary(erank_singular),
+    definition="erank_singular (p = s / sum s) of the seed-averaged singular values under "
+               "aggregation spectrum_mean (the older cell of arXiv 2603.06698's notebook); mean "
+               "of per-seed values under rank_mean",
     convention_params=lambda c: {"aggregation": c.seed_aggregation}))
 register(Metric(
     name="seed_rank_std", long_name="spread of per-seed effective rank", units="dimensions",

@@ -27,8 +27,8 @@ from .._errors import InputError
 from .dimensionality import check_matrix
 from .registry import REPRESENTATION, TEACHER_STUDENT, metric
 
-__all__ = ["Samples", "unit_rows", "mutual_knn", "uniformity", "infonce", "cross_neighbours",
-           "knn_vote", "KNN_K"]
+__all__ = ["Samples", "unit_rows", "mutual_knn", "uniformity", "infonce", "cosine_alignment",
+           "cross_neighbours", "knn_vote", "KNN_K"]
 
 #: neighbours per sample for mutual kNN and the kNN vote
 KNN_K = 10
@@ -457,6 +457,36 @@ def infonce(student, teacher, *, tau: float = 0.1, batch_size: int = 64,
         bounds.append(math.log(stop - start) - loss)
         weights.append(stop - start if reduction == "sample" else 1)
     return float(np.average(losses, weights=weights)), float(np.average(bounds, weights=weights))
+
+
+@metric("cosine_alignment", long_name="mean cosine of paired student and teacher rows",
+        units="1", takes=TEACHER_STUDENT, statistic="samples", anchor="cosine-alignment",
+        source="arXiv 2603.06698's notebook, cell 3",
+        convention_params=lambda c: {"batch_size": c.infonce_batch,
+                                     "reduction": c.infonce_reduction},
+        definition="mean cos(s_i, t_i) of each sample's student and teacher rows; same-space "
+                   "pairs only; per-batch means averaged under reduction 'batch'")
+def cosine_alignment(student, teacher, *, batch_size: int = 64, reduction: str = "sample") -> float:
+    r"""Mean cosine between each sample's student and teacher rows, :math:`\mathrm{mean}_i
+    \cos(s_i, t_i)` (the "alignment" the cosine distillation loss maximises).
+
+    ``reduction="sample"`` averages over all samples; ``"batch"`` averages the means of
+    consecutive batches of ``batch_size`` rows, the last short batch counting as one (arXiv
+    2603.06698's notebook, cell 3). Student and teacher must share one space (equal widths).
+    """
+    s, t = _samples(student), _samples(teacher)
+    _check_same_samples(s, t)
+    if s.held.shape[1] != t.held.shape[1]:
+        raise InputError(f"cosine_alignment compares student and teacher in one space; got "
+                         f"widths {s.held.shape[1]} and {t.held.shape[1]}")
+    if reduction not in ("sample", "batch") or batch_size < 1:
+        raise InputError(f"reduction must be 'sample' or 'batch' and batch_size >= 1; got "
+                         f"{reduction!r}, {batch_size}")
+    cosines = np.einsum("ij,ij->i", unit_rows(s.held, np.float64), unit_rows(t.held, np.float64))
+    if reduction == "sample":
+        return float(np.mean(cosines))
+    return float(np.mean([np.mean(cosines[i:i + batch_size])
+                          for i in range(0, cosines.size, batch_size)]))
 
 
 metric("infonce_mi_bound", long_name="InfoNCE mutual-information bound", units="nat",
