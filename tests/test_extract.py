@@ -197,23 +197,44 @@ def test_shot_noise_is_unbiased_and_seeded():
 
 
 # ------------------------------------------------------------------------------ preprocessing
-def test_clip_preprocessing_matches_torchvision():
+def test_clip_preprocessing_is_pil_on_uint8_as_the_papers_pipeline():
+    """The clip preset resizes as CLIP's preprocess and arXiv 2603.06698's notebook do:
+    torchvision's Resize on a PIL image (uint8 after each pass), CenterCrop, ToTensor,
+    Normalize. On noise images (the worst case for rounding) every value is within one 8-bit
+    level and almost all are equal; the float resize (quantize = false) is torchvision's tensor
+    pipeline and lies up to ~21/255 away from PIL's."""
+    from PIL import Image
+    from torchvision import transforms as T
     from torchvision.transforms import v2
 
     from distillscope_extract.config import PreprocessSpec
     from distillscope_extract.preprocess import resolve_preprocessing
 
     prep = resolve_preprocessing(PreprocessSpec(preset="clip"), None)
+    assert prep.quantize
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (48, 40, 3), dtype=np.uint8) for _ in range(2)]
-    ours = prep(images, cond(name="clean", kind="clean"), [0, 1], seed=0)
-    tv = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
-                     v2.Resize(224, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-                     v2.CenterCrop(224), v2.Lambda(lambda t: t.clamp(0, 1)),
-                     v2.Normalize(prep.mean, prep.std)])
-    ref = torch.stack([tv(im) for im in images])
-    assert ours.shape == (2, 3, 224, 224)
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    clean = cond(name="clean", kind="clean")
+    for shape in ((32, 32, 3), (48, 40, 3)):
+        images = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(2)]
+        ours = prep(images, clean, [0, 1], seed=0)
+        notebook = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC),
+                              T.CenterCrop(224), T.ToTensor(), T.Normalize(prep.mean, prep.std)])
+        ref = torch.stack([notebook(Image.fromarray(im)) for im in images])
+        std = torch.tensor(prep.std).view(1, 3, 1, 1)
+        levels = ((ours - ref) * std * 255).abs()  # in 8-bit levels
+        assert ours.shape == (2, 3, 224, 224)
+        assert float(levels.max()) < 1 + 1e-3 and float((levels > 0.5).float().mean()) < 0.01
+        # the float path: torchvision on tensors, and far from PIL on noise
+        floats = resolve_preprocessing(PreprocessSpec(preset="clip", quantize=False), None)
+        tv = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                         v2.Resize(224, interpolation=v2.InterpolationMode.BICUBIC,
+                                   antialias=True),
+                         v2.CenterCrop(224), v2.Lambda(lambda t: t.clamp(0, 1)),
+                         v2.Normalize(prep.mean, prep.std)])
+        unrounded = floats(images, clean, [0, 1], seed=0)
+        torch.testing.assert_close(unrounded, torch.stack([tv(im) for im in images]),
+                                   atol=1e-5, rtol=1e-5)
+        assert float(((unrounded - ref) * std * 255).abs().max()) > 5
 
 
 # ------------------------------------------------------------------------------ end to end

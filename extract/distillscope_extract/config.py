@@ -55,6 +55,7 @@ class PreprocessSpec:
     interpolation: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    quantize: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,8 @@ def _preprocess(table: dict, where: str) -> PreprocessSpec:
         raise ConfigError(f"{where}: resize must be >= 1")
     if "interpolation" in t:
         _choice(t["interpolation"], INTERPOLATIONS, where, "interpolation")
+    if "quantize" in t:
+        _typed(t["quantize"], bool, where, "quantize")
     for key in ("mean", "std"):
         if key in t:
             v = t[key]

@@ -2,9 +2,15 @@
 
 Order for every image: uint8 -> float in [0, 1] -> conditions at ``stage = "source"`` -> resize
 the shorter side to ``resize`` (PIL's antialiased kernels) -> centre crop to ``size`` -> clamp
-to [0, 1] (as PIL's uint8 output saturates; no re-quantisation) -> pixel-space conditions ->
-``(x - mean) / std`` -> normalized-space conditions. An image already at ``size`` is not
-resampled.
+to [0, 1] (as PIL's uint8 output saturates) -> pixel-space conditions -> ``(x - mean) / std``
+-> normalized-space conditions. An image already at ``size`` is not resampled.
+
+With ``quantize`` (the ``clip`` preset's default) the resize is PIL's on uint8 images, as
+torchvision's ``Resize`` on a PIL image and CLIP's own preprocessing do: the horizontal pass,
+then the vertical one, each clamped and rounded to 8 bits (PIL keeps its intermediate image in
+uint8), so the model sees what ``ToTensor`` of PIL's output gives, within one level where PIL's
+fixed-point coefficients round the other way. Without it the resize stays in float (PIL's
+kernel, no rounding): on noise images the two differ by up to 21/255.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    quantize: bool = False  # PIL's uint8 resize: each pass clamped and rounded to 8 bits
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,7 +92,13 @@ class Preprocessing:
             # a = -0.5, as CLIP's PIL pipeline and torchvision's Resize use), the plain ones not
             mode = self.interpolation
             kwargs = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
-            x = F.interpolate(x, size=(nh, nw), mode=mode, **kwargs)
+            if self.quantize:  # PIL: horizontal pass, then vertical, each to uint8
+                if nw != w:
+                    x = _to_8_bits(F.interpolate(x, size=(h, nw), mode=mode, **kwargs))
+                if nh != h:
+                    x = _to_8_bits(F.interpolate(x, size=(nh, nw), mode=mode, **kwargs))
+            else:
+                x = F.interpolate(x, size=(nh, nw), mode=mode, **kwargs)
         if (nh, nw) != (th, tw):
             if nh < th or nw < tw:
                 raise ConfigError(f"preprocessing: resized image {nh}x{nw} is smaller than the "
@@ -93,6 +106,11 @@ class Preprocessing:
             top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
             x = x[..., top:top + th, left:left + tw]
         return x.clamp(0.0, 1.0)
+
+
+def _to_8_bits(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to the nearest of the 256 levels, as PIL's uint8 output."""
+    return x.clamp_(0.0, 1.0).mul_(255.0).round_().div_(255.0)
 
 
 def _from_model(model: torch.nn.Module) -> dict:
@@ -115,15 +133,15 @@ def _from_model(model: torch.nn.Module) -> dict:
 
 def resolve_preprocessing(spec: PreprocessSpec, model: torch.nn.Module | None) -> Preprocessing:
     """The preprocessing of ``spec`` (preset, then explicit values) for ``model``."""
-    if spec.preset == "clip":
+    if spec.preset == "clip":  # CLIP's preprocess: PIL Resize, CenterCrop, ToTensor, Normalize
         values = {"size": (224, 224), "resize": 224, "interpolation": "bicubic",
-                  "mean": CLIP_MEAN, "std": CLIP_STD}
+                  "mean": CLIP_MEAN, "std": CLIP_STD, "quantize": True}
     elif spec.preset == "model":
         values = _from_model(model)
     else:  # "none": the source geometry, normalisation given explicitly
         values = {"size": None, "resize": None, "interpolation": "bilinear", "mean": None,
                   "std": None}
-    for key in ("size", "resize", "interpolation", "mean", "std"):
+    for key in ("size", "resize", "interpolation", "mean", "std", "quantize"):
         if getattr(spec, key) is not None:
             values[key] = getattr(spec, key)
     if spec.size is not None and spec.resize is None:  # a size alone: resize straight to it
@@ -135,4 +153,5 @@ def resolve_preprocessing(spec: PreprocessSpec, model: torch.nn.Module | None) -
     return Preprocessing(size=tuple(values["size"]) if values["size"] else None,
                          resize=values["resize"], interpolation=values["interpolation"],
                          mean=tuple(float(m) for m in values["mean"]),
-                         std=tuple(float(s) for s in values["std"]))
+                         std=tuple(float(s) for s in values["std"]),
+                         quantize=bool(values.get("quantize", False)))
