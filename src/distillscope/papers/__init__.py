@@ -37,7 +37,7 @@ from typing import Any
 from .._errors import InputError
 
 __all__ = ["Paper", "PaperConvention", "PublishedNumber", "Entry", "load", "load_file",
-           "numbers", "summary_markdown", "STATUSES", "ROLES"]
+           "numbers", "table", "summary_markdown", "STATUSES", "ROLES"]
 
 STATUSES = ("verified", "provisional")
 ROLES = ("teacher", "student", "standalone")
@@ -225,6 +225,37 @@ def numbers(paper: str, **match: Any) -> list[PublishedNumber]:
         raise InputError(f"papers: cannot match on {bad[0]!r}; fields are {', '.join(fields)}")
     return [n for n in entries[paper].numbers
             if all(getattr(n, key) == value for key, value in match.items())]
+
+
+def table():
+    """Every published number as one tidy ``pandas.DataFrame``: a row per number, its paper
+    (``paper``, ``arxiv``, ``year``), its fields, and its convention's choices (``centred``,
+    ``normalisation``, ``spectrum``, ``eps``, ``rows``, ``aggregation``, ``convention_status``;
+    empty where the number has no convention, such as an accuracy).
+
+    Examples
+    --------
+    >>> t = table()
+    >>> t.loc[(t.paper == "arxiv_2603_06698") & (t.metric == "effective_rank")
+    ...       & (t.role == "teacher"), "value"].tolist()
+    [88.68]
+    """
+    import pandas as pd
+
+    rows = []
+    for entry in load().values():
+        by_name = {c.name: c for c in entry.conventions.values()}
+        for n in entry.numbers:
+            c = by_name.get(n.convention)
+            rows.append({
+                "paper": entry.id, "arxiv": entry.paper.arxiv, "year": entry.paper.year,
+                **{f: getattr(n, f) for f in PublishedNumber.__dataclass_fields__},
+                "centred": c.centred if c else None,
+                "normalisation": c.normalisation if c else "",
+                "spectrum": c.spectrum if c else "", "eps": c.eps if c else None,
+                "rows": c.rows if c else "", "aggregation": c.aggregation if c else "",
+                "convention_status": c.status if c else ""})
+    return pd.DataFrame(rows)
 
 
 def summary_markdown() -> str:
