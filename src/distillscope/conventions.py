@@ -38,6 +38,9 @@ class Convention:
     seed_aggregation : {"spectrum_mean", "rank_mean"}
         ``"spectrum_mean"``: rank of the seed-averaged singular values (arXiv 2603.06698);
         ``"rank_mean"``: mean of per-seed ranks.
+    metrics : tuple of str
+        Registered metrics the convention adds to those chosen: its paper's own numbers (off by
+        default otherwise).
     rows : {"all", "test"}
         The samples every spectrum, pair statistic, drift, spatial spectrum and sample-level
         metric is computed on: all of them, or the test split only (arXiv 2603.06698's notebook
@@ -63,6 +66,7 @@ class Convention:
     primary: str = "erank_variance"
     threshold: float = 0.90
     seed_aggregation: str = "rank_mean"
+    metrics: tuple[str, ...] = ()
     rows: str = "all"
     seed_ddof: int = 1
     source: str = ""
@@ -108,6 +112,16 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
             infonce_reduction="batch",
             uniformity_batch=64,
             uniformity_diagonal=True,
+        ),
+        Convention(
+            name="tian_2511_15572_per_image",
+            l2_normalize=False,
+            center=None,
+            metrics=("token_dims_80", "token_dims_90", "token_dims_95", "token_dims_99"),
+            source="Tian et al., arXiv 2511.15572: per image, the singular values of its raw "
+                   "patch-token matrix (prefix tokens dropped, uncentred), the dimensions for "
+                   "80/90/95/99% of the energy, the 99th percentile over images, rounded "
+                   "(released analysis/analyze_svd_separate.py, make_svd_rank_table.py)",
         ),
         Convention(
             name="rankme",

@@ -22,9 +22,10 @@ from ..metrics.moments import SecondMoments
 from ..metrics.neighbours import Samples
 from ..metrics.pairs import CrossMoments
 from ..metrics.robustness import DriftAccumulator
+from ..metrics.tokens import PerImageDims
 
 __all__ = ["MomentsAccumulator", "CrossAccumulator", "SpatialAccumulator", "DriftPairAccumulator",
-           "RowsAccumulator", "FoldedMoments"]
+           "ImagesAccumulator", "RowsAccumulator", "FoldedMoments"]
 
 
 def _fold_slices(start: int, stop: int, bounds: list[int] | None):
@@ -142,6 +143,24 @@ class SpatialAccumulator:
 
     def finalize(self) -> SpectrumAccumulator:
         return self.spectrum
+
+
+class ImagesAccumulator:
+    """Per-image dimensions of one token or map layer (``metrics.tokens``)."""
+
+    def __init__(self, key):
+        self.key = key
+        self.dims = PerImageDims()
+
+    def update(self, block) -> None:
+        self.dims.update(block.analysed_tokens(self.key), block.span[0])
+
+    def merge(self, other: "ImagesAccumulator") -> "ImagesAccumulator":
+        self.dims.merge(other.dims)
+        return self
+
+    def finalize(self) -> PerImageDims:
+        return self.dims
 
 
 class DriftPairAccumulator:

@@ -17,9 +17,10 @@ from .._errors import StoreError
 from .._scratch import POOL
 from ..metrics.frequency import tokens_to_maps
 from ..metrics.moments import NonFiniteError, Prepared, RowPreparer
+from ..metrics.tokens import as_tokens
 from ..store import nonfinite_message
-from .accumulators import (CrossAccumulator, DriftPairAccumulator, MomentsAccumulator,
-                           RowsAccumulator, SpatialAccumulator)
+from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumulator,
+                           MomentsAccumulator, RowsAccumulator, SpatialAccumulator)
 from .plan import Key, Plan
 from .pooling import pool
 
@@ -102,6 +103,12 @@ class Block:
         pooled = self.pooled(key)
         return pooled if self.picked is None else pooled[self.picked]
 
+    def analysed_tokens(self, key: Key) -> np.ndarray:
+        """``(m, N, D)`` token matrices of the analysed samples (``metrics.tokens``)."""
+        info = self.plan.reps[key].info
+        raw = self.raw(key) if self.picked is None else self.raw(key)[self.picked]
+        return as_tokens(raw, info.kind, info.num_prefix_tokens or 0)
+
     def analysed_maps(self, key: Key) -> np.ndarray:
         """``maps(key)`` restricted to the analysed samples."""
         maps = self.maps(key)
@@ -137,6 +144,7 @@ def accumulators(plan: Plan) -> dict[str, dict]:
                                           norms=k in in_pairs) for k in reps},
         "maps": {k: SpatialAccumulator(k, reps[k].grid, **maps_options) for k in reps
                  if k in needs["maps"]},
+        "images": {k: ImagesAccumulator(k) for k in reps if k in needs["images"]},
         "pair": {p: CrossAccumulator(p, reps[p[0]].width, reps[p[1]].width,
                                      plan.folds if p in needs["folds"] else None)
                  for p in sorted(needs["pair"] | needs["folds"], key=_pair_order(plan))},
@@ -154,7 +162,7 @@ def _pair_order(plan: Plan):
 def _by_condition(plan: Plan, accs: dict[str, dict]) -> dict[str, list]:
     """Each condition's accumulators: its representations' own, then the pairs it ends."""
     out: dict[str, list] = {c: [] for c in plan.condition_order()}
-    for statistic in ("moments", "maps", "samples", "pair", "drift"):
+    for statistic in ("moments", "maps", "images", "samples", "pair", "drift"):
         for key, acc in accs[statistic].items():
             condition = key[1][1] if statistic in ("pair", "drift") else key[1]
             out[condition].append(acc)

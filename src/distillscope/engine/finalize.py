@@ -136,8 +136,8 @@ def _representations(plan: Plan, stats: dict[str, dict], values: Values) -> None
                 _apply(m, values, key, lambda m=m, a=args: m.compute(lam[plan.spectrum_center], **a))
             elif m.statistic == "moments":
                 _apply(m, values, key, lambda m=m, a=args: m.compute(moments, rep, **a))
-            elif m.statistic == "maps" and key in stats["maps"]:
-                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["maps"][key], **a))
+            elif m.statistic in ("maps", "images") and key in stats[m.statistic]:
+                _apply(m, values, key, lambda m=m, a=args: m.compute(stats[m.statistic][key], **a))
             elif m.statistic == "samples" and key in stats["analysed"]:
                 _apply(m, values, key, lambda m=m, a=args: m.compute(stats["analysed"][key], **a))
 

@@ -25,6 +25,7 @@ from ..conventions import Convention
 from ..metrics.predictivity import N_FOLDS
 from ..metrics.neighbours import KNN_K
 from ..metrics.pairs import fold_bounds
+from ..metrics.tokens import ENERGY_THRESHOLDS
 from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT, Metric,
                                 select)
 from ..store import LayerInfo, Store
@@ -165,6 +166,7 @@ class Plan:
         unit = max((n * self.reps[k].width * 4 for k in self.needs["samples"]), default=0)
         lists = n * KNN_K * 12 * len(self.needs["samples"])
         spatial = sum(16 * int(np.prod(self.reps[k].grid)) for k in self.needs["maps"])
+        spatial += 4 * len(ENERGY_THRESHOLDS) * self.n_analysed * len(self.needs["images"])
         live = max((self.block_row_bytes(c) for c in self.conditions), default=0)
         clean = self.block_row_bytes(self.reference_condition) if self.reference_condition else 0
         blocks = self.rows * (live + (clean if live != clean else 0))
@@ -227,10 +229,12 @@ def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -
     return list(wanted)
 
 
-def _metrics(options: AnalysisOptions) -> list[Metric]:
-    """The chosen metrics, and the descriptors of every representation (always there)."""
+def _metrics(options: AnalysisOptions, convention: Convention) -> list[Metric]:
+    """The chosen metrics, those the convention adds, and the descriptors of every
+    representation (always there)."""
     try:
         chosen = select(options.metrics)
+        chosen += [m for m in select(list(convention.metrics)) if m not in chosen]
         return chosen + [m for m in select("all") if m.family == "descriptor" and m not in chosen]
     except KeyError as err:
         from ..metrics.registry import metrics as registered
@@ -312,7 +316,7 @@ def build_plan(store: Store, options: AnalysisOptions) -> Plan:
         rep = Representation(info, resolve_pooling(info, options.pooling),
                              pooled_width(info, options.pooling))
         reps[rep.key] = rep
-    chosen = _metrics(options)
+    chosen = _metrics(options, conv)
     notes: list[str] = list(store.notes)  # what validation found worth saying
     clean = reference_condition(store)
     teacher = next((m for m in models if store.models[m].role == "teacher"), None)
@@ -378,11 +382,12 @@ def _pairs(reps, teacher, students, conditions, layers, chosen):
 def _statistics(plan: Plan) -> dict[str, set]:
     """Which keys (representations or pairs) each statistic is accumulated for."""
     chosen = {(m.takes, m.statistic) for m in plan.metrics}
-    needs: dict[str, set] = {s: set() for s in ("moments", "maps", "pair", "folds", "samples",
-                                                 "drift", "probes")}
+    needs: dict[str, set] = {s: set() for s in ("moments", "maps", "images", "pair", "folds",
+                                                 "samples", "drift", "probes")}
     needs["moments"] = set(plan.reps)
-    if any(s == "maps" for _, s in chosen):
-        needs["maps"] = {k for k, r in plan.reps.items() if r.spatial}
+    for statistic in ("maps", "images"):
+        if any(s == statistic for _, s in chosen):
+            needs[statistic] = {k for k, r in plan.reps.items() if r.spatial}
     if (TEACHER_STUDENT, "pair") in chosen:
         needs["pair"].update(plan.pairs)
     if (CLEAN_CONDITION, "pair") in chosen:

@@ -70,6 +70,7 @@ STATISTICS: Mapping[str, str] = MappingProxyType({
                 "min(n, d); family metrics get the list of their seeds' centred spectra and eps",
     "moments": "the representation's SecondMoments and its distillscope.engine Representation",
     "maps": "a SpectrumAccumulator of the representation's spatial maps",
+    "images": "a PerImageDims of the representation's token matrices (token and map layers)",
     "pair": "the PairMoments of the two representations (teacher, student) or (clean, condition)",
     "folds": "the list of PairMoments of the cross-validation folds",
     "samples": "the Samples (pooled rows in memory, and their neighbour lists) of each side",
@@ -194,6 +195,7 @@ _DECLARING_MODULES = (
     "distillscope.metrics.alignment",
     "distillscope.metrics.predictivity",
     "distillscope.metrics.neighbours",
+    "distillscope.metrics.tokens",
     "distillscope.metrics.robustness",
     "distillscope.engine.derived",
 )
