@@ -581,3 +581,22 @@ def test_the_embedded_default_config_runs_and_analyze_accepts_it(tmp_path):
     results = analyze(out, progress=False)
     ranks = results["effective_rank"].sel(layer="embedding", estimator="erank_variance")
     assert np.isfinite(ranks.values).all()
+
+
+def test_imagefolder_per_class_takes_the_first_images_of_each_class(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("b", "a"):
+        (tmp_path / "imgs" / "val" / label).mkdir(parents=True)
+        for name in ("3.png", "1.png", "2.png"):
+            Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / "val" / label / name)
+    config = vit_config(tmp_path, data='source = "imagefolder"\nroot = "imgs"\n'
+                                       'splits = ["val"]\nper_class = 2')
+    plan = plan_extraction(config, output=tmp_path / "x.h5")
+    names = [str(p.relative_to(tmp_path / "imgs")) for p in plan.data.files]
+    assert names == ["val/a/1.png", "val/a/2.png", "val/b/1.png", "val/b/2.png"]
+    bad = vit_config(tmp_path, data='source = "digits"\nper_class = 1')
+    code, _, err = run_cli("extract", bad, "--dry-run", "-q")
+    assert code == 2 and "per_class" in err and "imagefolder option" in err

@@ -43,6 +43,7 @@ class DataSpec:
     root: Path | None = None
     splits: tuple[str, ...] = ("train", "test")
     limit: int = 0
+    per_class: int = 0  # image folders: the first k images (sorted) of each class; 0: all
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ def _run(table: dict, where: str) -> RunSpec:
 
 
 def _data(table: dict, base: Path, where: str) -> DataSpec:
-    t = _check_keys(table, ("source", "root", "splits", "limit"), where, required=("source",))
+    t = _check_keys(table, ("source", "root", "splits", "limit", "per_class"), where,
+                    required=("source",))
     source = _choice(t["source"], DATA_SOURCES, where, "source")
     root = _path(base, t["root"], where, "root") if "root" in t else None
     if source in ("cifar10", "cifar100", "imagefolder", "numpy") and root is None:
@@ -164,7 +166,11 @@ def _data(table: dict, base: Path, where: str) -> DataSpec:
     limit = _typed(t.get("limit", 0), int, where, "limit")
     if limit < 0:
         raise ConfigError(f"{where}: limit must be >= 0 (0 = every sample)")
-    return DataSpec(source=source, root=root, splits=splits, limit=limit)
+    per_class = _typed(t.get("per_class", 0), int, where, "per_class")
+    if per_class < 0 or (per_class and source != "imagefolder"):
+        raise ConfigError(f"{where}: per_class must be >= 0 (0 = every image), and is an "
+                          f"imagefolder option; got {per_class} for source {source!r}")
+    return DataSpec(source=source, root=root, splits=splits, limit=limit, per_class=per_class)
 
 
 def _preprocess(table: dict, where: str) -> PreprocessSpec:

@@ -150,8 +150,9 @@ def _imagefolder(spec: DataSpec) -> ImageData:
         chosen = []
         for c in classes:
             if (d / c).is_dir():
-                chosen += [(p, index[c]) for p in sorted((d / c).iterdir())
-                           if p.suffix.lower() in _IMAGE_SUFFIXES]
+                images = [p for p in sorted((d / c).iterdir())
+                          if p.suffix.lower() in _IMAGE_SUFFIXES]
+                chosen += [(p, index[c]) for p in images[:spec.per_class or None]]
         chosen = chosen[:_limit(len(chosen), spec.limit)]
         files += [p for p, _ in chosen]
         labels += [lab for _, lab in chosen]
