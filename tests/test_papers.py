@@ -150,5 +150,5 @@ def test_the_papers_command_prints_every_verified_value_with_where_it_is(capsys)
 
 def test_registry_conventions_the_library_runs_are_named_conventions():
     names = {c.name for e in papers.load().values() for c in e.conventions.values()}
-    for name in ("arxiv_2603_06698", "tian_2511_15572_per_image"):
+    for name in ("arxiv_2603_06698", "tian_2511_15572_per_image", "tian_2511_15572_dataset"):
         assert name in names and name in ds.CONVENTIONS

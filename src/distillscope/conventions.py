@@ -124,6 +124,18 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
                    "(released analysis/analyze_svd_separate.py, make_svd_rank_table.py)",
         ),
         Convention(
+            name="tian_2511_15572_dataset",
+            l2_normalize=False,
+            center=None,
+            metrics=("token_dims_dataset_80", "token_dims_dataset_90", "token_dims_dataset_95",
+                     "token_dims_dataset_99"),
+            source="Tian et al., arXiv 2511.15572: one basis for the whole set (eigenvectors "
+                   "of the uncentred second moment of every patch token), each image's "
+                   "dimensions of it for 80/90/95/99% of its energy, the 99th percentile over "
+                   "images, rounded (released analysis/analyze_dataset_pca.py, its default "
+                   "--center off)",
+        ),
+        Convention(
             name="rankme",
             l2_normalize=False,
             center=False,

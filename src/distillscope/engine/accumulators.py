@@ -148,9 +148,9 @@ class SpatialAccumulator:
 class ImagesAccumulator:
     """Per-image dimensions of one token or map layer (``metrics.tokens``)."""
 
-    def __init__(self, key):
+    def __init__(self, key, keep_tokens: bool = False, dtype=None):
         self.key = key
-        self.dims = PerImageDims()
+        self.dims = PerImageDims(keep_tokens=keep_tokens, dtype=dtype)  # held as stored
 
     def update(self, block) -> None:
         self.dims.update(block.analysed_tokens(self.key), block.span[0])

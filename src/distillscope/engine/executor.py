@@ -144,7 +144,8 @@ def accumulators(plan: Plan) -> dict[str, dict]:
                                           norms=k in in_pairs) for k in reps},
         "maps": {k: SpatialAccumulator(k, reps[k].grid, **maps_options) for k in reps
                  if k in needs["maps"]},
-        "images": {k: ImagesAccumulator(k) for k in reps if k in needs["images"]},
+        "images": {k: ImagesAccumulator(k, plan.keeps_tokens, reps[k].info.dtype) for k in reps
+                   if k in needs["images"]},
         "pair": {p: CrossAccumulator(p, reps[p[0]].width, reps[p[1]].width,
                                      plan.folds if p in needs["folds"] else None)
                  for p in sorted(needs["pair"] | needs["folds"], key=_pair_order(plan))},

@@ -112,6 +112,13 @@ class Plan:
     subset: np.ndarray | None = None
 
     @property
+    def keeps_tokens(self) -> bool:
+        """Whether a chosen metric holds the token matrices (``metrics.tokens``)."""
+        return any(m.statistic == "images" and m.needs is not None
+                   and m.needs(**m.arguments(self.convention)).get("keep_tokens")
+                   for m in self.metrics)
+
+    @property
     def n_analysed(self) -> int:
         """How many samples the spectra, pairs and sample-level metrics are computed on."""
         return self.store.n_samples if self.subset is None else int(self.subset.size)
@@ -167,13 +174,16 @@ class Plan:
         lists = n * KNN_K * 12 * len(self.needs["samples"])
         spatial = sum(16 * int(np.prod(self.reps[k].grid)) for k in self.needs["maps"])
         spatial += 4 * len(ENERGY_THRESHOLDS) * self.n_analysed * len(self.needs["images"])
+        tokens = sum(self.n_analysed * int(np.prod(self.reps[k].info.shape[1:]))
+                     * self.reps[k].info.dtype.itemsize
+                     for k in self.needs["images"]) if self.keeps_tokens else 0
         live = max((self.block_row_bytes(c) for c in self.conditions), default=0)
         clean = self.block_row_bytes(self.reference_condition) if self.reference_condition else 0
         blocks = self.rows * (live + (clean if live != clean else 0))
         return {"blocks": blocks, "moments": moments, "cross moments": cross,
                 "rows held (sample-level metrics)": rows,
                 "similarity pass (one representation at a time)": unit, "neighbour lists": lists,
-                "spatial spectra": spatial}
+                "spatial spectra": spatial, "token matrices held (shared token basis)": tokens}
 
     def check_memory(self) -> None:
         """Refuse, before reading, a plan that needs more memory than is available."""
