@@ -153,6 +153,15 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..report.compare import write_comparison
+
+    out = write_comparison(args.runs, args.output, papers=args.papers or (),
+                           overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_papers(args: argparse.Namespace) -> int:
     from .. import papers
     from .._errors import InputError
@@ -247,6 +256,16 @@ def register(sub) -> None:
     p.add_argument("--markdown", action="store_true",
                    help="as the table of docs/metrics.md")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("compare", help="runs side by side and next to published numbers",
+                       description="Put results files on one run dimension (.nc) or one page "
+                       "(.html): the conversion table of one store under several conventions, "
+                       "the runs, collapse ratios, the registry's numbers (docs/papers.md).")
+    p.add_argument("runs", nargs="+", help="results files (.nc) written by analyze")
+    p.add_argument("--papers", nargs="*", metavar="ID", help="registry entries to show")
+    p.add_argument("-o", "--output", required=True, help="OUT.html (the page) or OUT.nc")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("papers", help="list the papers registry: published numbers and the "
                        "conventions they were computed under (docs/papers.md)")

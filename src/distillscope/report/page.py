@@ -19,14 +19,14 @@ import xarray as xr
 from .._errors import InputError
 from .._version import __version__
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "write_report", "CSP", "CSS", "page_head", "png"]
 
 #: the page runs no script and loads nothing from elsewhere: its figures are data: URIs, its
 #: style is inline; every string from the store or the results is escaped as well
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
        "form-action 'none'")
 
-_CSS = """
+CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1180px; color: #222; }
 h1 { font-size: 1.6em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
@@ -39,7 +39,18 @@ figcaption { font-size: 0.85em; color: #555; max-width: 540px; }
 """
 
 
-def _png(draw) -> str:
+def page_head(title: str) -> str:
+    """The start of a self-contained page: its policy (no script, nothing remote), its style
+    and its title, escaped."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>{html.escape(title)}</title>
+<style>{CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>"""
+
+
+def png(draw) -> str:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.2), dpi=100, layout="constrained")
@@ -78,7 +89,7 @@ def _figures(results: xr.Dataset) -> tuple[list[tuple[str, str, str]], list[str]
     drawn, skipped = [], []
     for title, caption, draw in wanted:
         try:
-            image = _png(draw)
+            image = png(draw)
         except (InputError, KeyError, ValueError) as err:
             skipped.append(f"{title}: {str(err).splitlines()[0]}")
             continue
@@ -239,12 +250,7 @@ def render_report(results: xr.Dataset, *, title: str | None = None) -> str:
                               else [np.nan] * results.sizes["condition"],
                               results["condition_band"].values if "condition_band" in results.coords
                               else [""] * results.sizes["condition"]))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
-<title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
+    return f"""{page_head(title)}
 <p class="muted">store {html.escape(str(results.attrs.get('store', '')))} ({html.escape(str(results.attrs.get('store_producer', '')))});
 analysed {html.escape(str(results.attrs.get('created', '')))} with distillscope {html.escape(str(results.attrs.get('distillscope_version', '')))},
 convention <code>{html.escape(str(results.attrs.get('convention', '')))}</code>; {int(results.attrs.get('n_samples', 0))} samples;

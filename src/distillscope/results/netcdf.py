@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def _netcdf_attrs(attrs: dict) -> dict:
 
 
 def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, inputs: Sequence = ()) -> Path:
     """Write a result dataset to netCDF atomically.
 
     The dataset is serialised in memory (results are small; HDF5 then never writes to a disk
@@ -40,19 +41,19 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
     ------
     OutputError
         If ``path`` exists and ``overwrite`` is False, is the store the results were computed
-        from (attribute ``store``), is not a regular file, or its folder is missing or
-        read-only.
+        from (attribute ``store``) or one of ``inputs``, is not a regular file, or its folder is
+        missing or read-only.
     """
     path = Path(path)
-    check_output_path(path, overwrite=overwrite, what="results file",
-                      inputs=[results.attrs.get("store")])
+    inputs = [results.attrs.get("store"), *inputs]
+    check_output_path(path, overwrite=overwrite, what="results file", inputs=inputs)
     ds = results.copy()
     ds.attrs = _netcdf_attrs(ds.attrs)
     for name in list(ds.variables):
         ds[name].attrs = _netcdf_attrs(ds[name].attrs)
     data = ds.to_netcdf(engine="h5netcdf")  # in memory: HDF5 never writes to a failing disk
     return write_atomically(path, lambda fh: fh.write(data), overwrite=overwrite,
-                            what="results file", inputs=[results.attrs.get("store")])
+                            what="results file", inputs=inputs)
 
 
 def load_results(path: str | os.PathLike[str]) -> xr.Dataset:
