@@ -282,6 +282,8 @@ CASES: tuple[Case, ...] = (
     Case("mismatched sample count", _edit(lambda f: _replace(f, STUDENT,
                                                              np.ones((N - 1, 6), "f4"))),
          "refused", f"holds {N - 1} samples but /samples/id has {N}", STUDENT),
+    Case("layer kind is an array", _edit(_attr(STUDENT, "kind", np.array([0]))), "refused",
+         "attribute 'kind' must be a string", STUDENT),
     Case("layer kind missing", _edit(_del_attr(STUDENT, "kind")), "refused",
          "attribute 'kind' is missing", STUDENT),
     Case("condition not declared", _edit(lambda f: f.move("/conditions/noise",

@@ -356,8 +356,8 @@ def _layer(found: _Violations, where: str, ds: h5py.Dataset, n: int | None) -> N
     if 0 in ds.shape[1:]:
         found.add(where, f"has shape {ds.shape}: no features; store at least one feature per "
                          "sample")
-    kind = plain_attr(attrs.get("kind"))
-    if kind in LAYER_KINDS and ds.ndim != LAYER_KINDS[kind]:
+    kind = plain_attr(attrs.get("kind"))  # a kind of the wrong type is already a violation
+    if isinstance(kind, str) and kind in LAYER_KINDS and ds.ndim != LAYER_KINDS[kind]:
         found.add(where, f"a {kind} layer must be {LAYER_KINDS[kind]}-D; got shape {ds.shape}")
     elif kind == "tokens":
         _tokens(found, where, attrs, ds.shape)
