@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -163,17 +164,25 @@ except ds.OutputError as err:
 """
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 4 MiB file system (tmpfs), where this machine lets the tests mount one."""
-    mount = tmp_path / "disk"
+@contextmanager
+def _tmpfs(mount: Path, options: str):
+    """A real tmpfs mounted at ``mount`` for the block (skips where mounting needs root)."""
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
                           capture_output=True)
     if proc.returncode != 0:
-        pytest.skip("cannot mount a small file system here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+        pytest.skip("cannot mount a file system here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB file system."""
+    with _tmpfs(tmp_path / "disk", "size=4m") as mount:
+        yield mount
 
 
 def test_a_disk_that_fills_while_a_store_is_written(small_disk):
@@ -186,15 +195,9 @@ def test_a_disk_that_fills_while_a_store_is_written(small_disk):
 
 @pytest.fixture
 def read_only_disk(tmp_path):
-    """A real read-only file system (tmpfs mounted ro): refuses even root, unlike chmod."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
-                          capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip("cannot mount a file system here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    """A real read-only file system: it refuses even root, unlike chmod."""
+    with _tmpfs(tmp_path / "ro", "size=1m,ro") as mount:
+        yield mount
 
 
 @pytest.mark.parametrize("what", ["analyze", "report", "store"])
