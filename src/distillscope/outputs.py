@@ -69,7 +69,7 @@ def check_room(path: Path, more: int, what: str, *, size_now: int = 0) -> None:
         raise OutputError(f"{path}: the {what} needs {(size_now + more) * mib:.1f} MiB but the "
                           f"file size limit (ulimit -f) is {limit * mib:.1f} MiB; raise it or "
                           "write less")
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = Path(path).parent
     free = shutil.disk_usage(folder).free
     if more > free:
         raise OutputError(f"{path}: the {what} needs {more * mib:.1f} MiB more but {folder} has "

@@ -1,9 +1,10 @@
 """The engine's accumulators: one per streamed statistic of the plan.
 
 Each has ``update(block)`` (a ``Block`` of the executor: aligned rows of every dataset of one
-sample range; the statistics read its analysed samples, the rows held for probes read all), ``merge(other)`` (the state of another, disjoint, sample range) and
-``finalize()`` (the statistic the registry's metrics read). State is plain numpy arrays and
-numbers (picklable), so ranges can be accumulated apart, shipped, and merged in any order:
+sample range; the statistics read its analysed samples, the rows held for probes read all),
+``merge(other)`` (the state of another, disjoint, sample range) and ``finalize()`` (the
+statistic the registry's metrics read). State is plain numpy arrays and numbers (picklable), so
+ranges can be accumulated apart, shipped, and merged in any order:
 merging the states of disjoint ranges equals one pass over their union (tested).
 
 They are thin: the arithmetic is the array layer's (``SecondMoments``, ``CrossMoments``,
@@ -134,7 +135,7 @@ class SpatialAccumulator:
         self.spectrum = SpectrumAccumulator(grid, **options)
 
     def update(self, block) -> None:
-        if block.span[0] < block.span[1]:  # the block holds analysed samples
+        if block.n_analysed:
             self.spectrum.update(block.analysed_maps(self.key))
 
     def merge(self, other: "SpatialAccumulator") -> "SpatialAccumulator":
@@ -172,7 +173,7 @@ class DriftPairAccumulator:
 
     def update(self, block) -> None:
         clean, other = self.key
-        if block.span[0] < block.span[1]:  # the block holds analysed samples
+        if block.n_analysed:
             self.drift.update(block.analysed_pooled(clean), block.analysed_pooled(other))
 
     def merge(self, other: "DriftPairAccumulator") -> "DriftPairAccumulator":

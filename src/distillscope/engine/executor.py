@@ -86,33 +86,38 @@ class Block:
             self._prepared[key] = (prepared, out)
         return self._prepared[key][0]
 
+    @property
+    def n_analysed(self) -> int:
+        """How many of the block's samples are analysed (``Plan.subset``)."""
+        return self.span[1] - self.span[0]
+
+    def _pick(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.picked is None else rows[self.picked]
+
     def analysed(self, key: Key) -> Prepared:
         """``prepared(key)`` restricted to the analysed samples (all rows without a subset)."""
         prepared = self.prepared(key)
         if self.picked is None:
             return prepared
         if key not in self._analysed:
-            z = prepared.z[self.picked]
-            n_zero = (int(np.count_nonzero(~self.pooled(key)[self.picked].any(axis=1)))
+            z = self._pick(prepared.z)
+            n_zero = (int(np.count_nonzero(~self.analysed_pooled(key).any(axis=1)))
                       if self.plan.l2 else 0)
             self._analysed[key] = Prepared(z, z.sum(axis=0), n_zero)
         return self._analysed[key]
 
     def analysed_pooled(self, key: Key) -> np.ndarray:
         """``pooled(key)`` restricted to the analysed samples."""
-        pooled = self.pooled(key)
-        return pooled if self.picked is None else pooled[self.picked]
+        return self._pick(self.pooled(key))
 
     def analysed_tokens(self, key: Key) -> np.ndarray:
         """``(m, N, D)`` token matrices of the analysed samples (``metrics.tokens``)."""
         info = self.plan.reps[key].info
-        raw = self.raw(key) if self.picked is None else self.raw(key)[self.picked]
-        return as_tokens(raw, info.kind, info.num_prefix_tokens or 0)
+        return as_tokens(self._pick(self.raw(key)), info.kind, info.num_prefix_tokens or 0)
 
     def analysed_maps(self, key: Key) -> np.ndarray:
         """``maps(key)`` restricted to the analysed samples."""
-        maps = self.maps(key)
-        return maps if self.picked is None else maps[self.picked]
+        return self._pick(self.maps(key))
 
     def shift(self, key: Key) -> np.ndarray:
         """The shift the representation's rows are prepared about."""

@@ -72,17 +72,28 @@ def per_image_dims(tokens: np.ndarray,
     if x.ndim != 3 or min(x.shape[1:]) < 1:
         raise InputError(f"tokens must be (images, tokens, features) with both sizes >= 1; got "
                          f"shape {x.shape}")
+    t = _thresholds(thresholds)
+    energy = np.linalg.svd(x.astype(np.float64, copy=False), compute_uv=False) ** 2
+    cumulative = np.cumsum(energy, axis=1)
+    dims = _first_reaching(cumulative, cumulative[:, -1], t)
+    dims[cumulative[:, -1] == 0] = 0
+    return dims
+
+
+def _thresholds(thresholds: Sequence[float]) -> np.ndarray:
     t = np.asarray(thresholds, dtype=np.float64)
     if not np.all((t > 0) & (t <= 1)):
         raise InputError(f"thresholds must lie in (0, 1]; got {list(thresholds)}")
-    energy = np.linalg.svd(x.astype(np.float64, copy=False), compute_uv=False) ** 2
-    cumulative = np.cumsum(energy, axis=1)
-    total = cumulative[:, -1:]
-    share = np.divide(cumulative, total, out=np.zeros_like(cumulative), where=total > 0)
-    # the first k reaching t: np.searchsorted(share, t) + 1 on each row, as the released code
+    return t
+
+
+def _first_reaching(cumulative: np.ndarray, total: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``(m, len(t))``: per row, the first k whose ``cumulative[k-1] / total`` reaches each t
+    (``np.searchsorted(share, t) + 1``, as the released code), at most the row's length."""
+    share = np.divide(cumulative, total[:, None], out=np.zeros_like(cumulative),
+                      where=total[:, None] > 0)
     dims = (share[:, :, None] < t[None, None, :]).sum(axis=1) + 1
-    dims[total[:, 0] == 0] = 0
-    return np.minimum(dims, energy.shape[1]).astype(np.int32)
+    return np.minimum(dims, cumulative.shape[1]).astype(np.int32)
 
 
 def shared_basis_dims(tokens: Sequence[np.ndarray],
@@ -98,7 +109,7 @@ def shared_basis_dims(tokens: Sequence[np.ndarray],
     blocks = [np.asarray(b, dtype=np.float64) for b in tokens if len(b)]
     if not blocks:
         raise InputError("no image to build the shared basis from")
-    t = np.asarray(thresholds, dtype=np.float64)
+    t = _thresholds(thresholds)
     gram = sum(np.einsum("mnd,mne->de", b, b) for b in blocks)
     count = sum(b.shape[0] * b.shape[1] for b in blocks)
     eigenvalues, vectors = np.linalg.eigh(gram / count)
@@ -107,12 +118,8 @@ def shared_basis_dims(tokens: Sequence[np.ndarray],
     for b in blocks:
         projected = b @ basis
         energy = np.einsum("mnd,mnd->md", projected, projected)  # ||X_i v_j||^2, (m, D)
-        cumulative = np.cumsum(energy, axis=1)
-        total = np.einsum("mnd,mnd->m", b, b)[:, None]
-        share = np.divide(cumulative, total, out=np.zeros_like(cumulative), where=total > 0)
-        dims = (share[:, :, None] < t[None, None, :]).sum(axis=1) + 1
-        out.append(np.minimum(dims, basis.shape[1]))
-    return np.concatenate(out).astype(np.int32)
+        out.append(_first_reaching(np.cumsum(energy, axis=1), np.einsum("mnd,mnd->m", b, b), t))
+    return np.concatenate(out)
 
 
 class PerImageDims:

@@ -230,7 +230,7 @@ def write_comparison(runs: Sequence[str | os.PathLike[str]], output: str | os.Pa
                      papers: Sequence[str] = (), overwrite: bool = False) -> Path:
     """Compare results files into ``output``: ``.nc`` (the combined dataset) or ``.html``."""
     from .. import papers as registry
-    from ..outputs import check_output_path, write_atomically
+    from ..outputs import write_atomically
     from ..results import load_results, save_results
 
     output = Path(output)
@@ -239,7 +239,6 @@ def write_comparison(runs: Sequence[str | os.PathLike[str]], output: str | os.Pa
                          ".html (the page)")
     for paper in papers:
         registry.numbers(paper)  # an unknown id fails here, naming the registry
-    check_output_path(output, overwrite=overwrite, what="comparison", inputs=list(runs))
     names = [Path(r).stem for r in runs]
     if len(set(names)) != len(names):
         names = [str(r) for r in runs]

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .._errors import InputError
-from ..outputs import check_output_path, write_atomically
+from ..outputs import write_atomically
 
 __all__ = ["save_results", "load_results"]
 
@@ -44,16 +44,13 @@ def save_results(results: xr.Dataset, path: str | os.PathLike[str], *,
         from (attribute ``store``) or one of ``inputs``, is not a regular file, or its folder is
         missing or read-only.
     """
-    path = Path(path)
-    inputs = [results.attrs.get("store"), *inputs]
-    check_output_path(path, overwrite=overwrite, what="results file", inputs=inputs)
     ds = results.copy()
     ds.attrs = _netcdf_attrs(ds.attrs)
     for name in list(ds.variables):
         ds[name].attrs = _netcdf_attrs(ds[name].attrs)
-    data = ds.to_netcdf(engine="h5netcdf")  # in memory: HDF5 never writes to a failing disk
-    return write_atomically(path, lambda fh: fh.write(data), overwrite=overwrite,
-                            what="results file", inputs=inputs)
+    return write_atomically(  # serialised in memory: HDF5 never writes to a failing disk
+        Path(path), lambda fh: fh.write(ds.to_netcdf(engine="h5netcdf")), overwrite=overwrite,
+        what="results file", inputs=[results.attrs.get("store"), *inputs])
 
 
 def load_results(path: str | os.PathLike[str]) -> xr.Dataset:

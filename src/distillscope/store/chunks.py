@@ -29,7 +29,8 @@ from .._errors import StoreError
 from .._scratch import POOL, cast_into
 from .schema import first_line
 
-__all__ = ["DatasetReader", "ChunkReader", "chunk_table", "unwritten", "DIRECT_MIN_CHUNK_BYTES"]
+__all__ = ["DatasetReader", "ChunkReader", "chunk_table", "unwritten", "declared_chunks",
+           "chunk_bytes", "DIRECT_MIN_CHUNK_BYTES"]
 
 
 #: many chunks smaller than this read faster through h5py (HDF5 walks them without a Python
@@ -51,13 +52,23 @@ def chunk_table(ds: h5py.Dataset) -> dict[int, tuple[int, int]] | None:
     return table
 
 
+def declared_chunks(ds: h5py.Dataset) -> int:
+    """How many chunks a chunked dataset's shape declares (written or not)."""
+    return math.prod(-(-s // c) for s, c in zip(ds.shape, ds.chunks))
+
+
+def chunk_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of one chunk of a chunked dataset."""
+    return ds.dtype.itemsize * math.prod(ds.chunks)
+
+
 def unwritten(ds: h5py.Dataset) -> tuple[int, int, int, int] | None:
     """``(first, last, missing, declared)``: the first range of samples whose chunks were never
     written, with the counts of missing and declared chunks; None when every chunk is there
     (or the dataset is not chunked). HDF5 would read a missing chunk as its fill value."""
     if ds.chunks is None or ds.size == 0:
         return None
-    declared = math.prod(-(-s // c) for s, c in zip(ds.shape, ds.chunks))
+    declared = declared_chunks(ds)
     have = ds.id.get_num_chunks()
     if have >= declared:
         return None
@@ -178,7 +189,7 @@ class DatasetReader:
                              "chunk is missing; HDF5 would read its fill value): the writer did "
                              "not finish; re-extract the store")
         many_small = (ds.chunks is not None and ds.shape[0] > DIRECT_ANY_CHUNKS * ds.chunks[0]
-                      and ds.dtype.itemsize * math.prod(ds.chunks) < DIRECT_MIN_CHUNK_BYTES)
+                      and chunk_bytes(ds) < DIRECT_MIN_CHUNK_BYTES)
         self.direct = None if many_small else ChunkReader.open(ds, chunk_table(ds), where)
         self.rows_read = 0
         self._raw_of: dict[int, np.ndarray] = {}  # id(typed view) -> the byte buffer lent

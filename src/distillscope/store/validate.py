@@ -17,7 +17,6 @@ others), and hold at least one feature.
 
 from __future__ import annotations
 
-import math
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from .._errors import StoreError
 from .._system import available_memory
 from .._version import __version__
 from ..metrics.moments import FLOAT_DTYPES
-from .chunks import unwritten
+from .chunks import DIRECT_MIN_CHUNK_BYTES, chunk_bytes, declared_chunks, unwritten
 from .schema import (ATTRIBUTES, CONDITION, DOCS, FORMAT, FORMAT_VERSION, LAYER, LAYER_KINDS,
                      MODEL, ROOT, TYPE_WORDS, TYPES, first_line, is_int, plain_attr)
 
@@ -365,21 +364,22 @@ def _layer(found: _Violations, where: str, ds: h5py.Dataset, n: int | None) -> N
         _chunk_cost(found, where, ds)
 
 
-#: many chunks of this size or smaller cost more in HDF5 calls than in bytes
-TINY_CHUNK_BYTES, MANY_CHUNKS, SECONDS_PER_CHUNK = 64 << 10, 50_000, 8e-6
+#: chunks under DIRECT_MIN_CHUNK_BYTES cost more in HDF5 calls than in bytes: this many of them
+#: get a note, at about this many seconds a chunk per pass
+MANY_CHUNKS, SECONDS_PER_CHUNK = 50_000, 8e-6
 
 
 def _chunk_cost(found: _Violations, where: str, ds: h5py.Dataset) -> None:
     """A note when a dataset's chunking makes every pass slow (read correctly all the same)."""
-    if ds.chunks is None or ds.dtype.itemsize * math.prod(ds.chunks) >= TINY_CHUNK_BYTES:
+    if ds.chunks is None or chunk_bytes(ds) >= DIRECT_MIN_CHUNK_BYTES:
         return
-    count = math.prod(-(-s // c) for s, c in zip(ds.shape, ds.chunks))
+    count = declared_chunks(ds)
     if count < MANY_CHUNKS:
         return
     better = "x".join(str(c) for c in (min(1024, ds.shape[0]), *ds.shape[1:]))
     found.notes.append(
-        f"{where} is stored in {count:,} chunks of {ds.chunks} "
-        f"({ds.dtype.itemsize * math.prod(ds.chunks):,} bytes): each pass spends about {count * SECONDS_PER_CHUNK:.1f} s in HDF5 calls "
+        f"{where} is stored in {count:,} chunks of {ds.chunks} ({chunk_bytes(ds):,} bytes): "
+        f"each pass spends about {count * SECONDS_PER_CHUNK:.1f} s in HDF5 calls "
         f"({SECONDS_PER_CHUNK * 1e6:.0f} us a chunk), where chunks of {better} take a few "
         f"milliseconds; repack once: h5repack -l {where}:CHUNK={better} STORE REPACKED")
 
