@@ -40,7 +40,7 @@ def test_tian_2511_15572_config_builds_every_model_with_the_papers_token_shapes(
     registry = {n.timm: n.representation for n in papers.numbers("tian_2511_15572")
                 if n.convention == "tian_2511_15572_per_image"}
     head, *models = text.replace("pretrained = true", "pretrained = false").split("\n[[models]]")
-    assert len(models) == 13  # every model of the paper's table but Swin-Small (NHWC)
+    assert len(models) == 14  # every model of the paper's table (Swin-Small: layout nhwc)
     for block in models:
         one = photos / "one.toml"
         one.write_text(head + "\n[[models]]" + block)

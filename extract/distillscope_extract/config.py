@@ -66,6 +66,9 @@ class LayerSpec:
     grid: tuple[int, int] | None = None
     num_prefix_tokens: int | None = None
     conditions: tuple[str, ...] | None = None  # None: every condition
+    #: "nchw": a 4-d output is a feature map (channels first); "nhwc": a channels-last grid
+    #: (Swin's stages), stored as tokens, one per grid position, row by row
+    layout: str = "nchw"
 
 
 @dataclass(frozen=True)
@@ -201,8 +204,12 @@ def _preprocess(table: dict, where: str) -> PreprocessSpec:
 def _layer(value: Any, where: str) -> LayerSpec:
     if isinstance(value, str):
         return LayerSpec(name=value, module=value)
-    t = _check_keys(value, ("name", "module", "grid", "num_prefix_tokens", "conditions"), where,
-                    required=("module",))
+    t = _check_keys(value, ("name", "module", "grid", "num_prefix_tokens", "conditions",
+                            "layout"), where, required=("module",))
+    layout = t.get("layout", "nchw")
+    if layout not in ("nchw", "nhwc"):
+        raise ConfigError(f"{where}: layout must be 'nchw' (feature maps, channels first) or "
+                          f"'nhwc' (channels-last grids such as Swin's stages); got {layout!r}")
     conditions = t.get("conditions")
     if conditions is not None and not (isinstance(conditions, list) and conditions
                                        and all(isinstance(c, str) for c in conditions)):
@@ -217,7 +224,7 @@ def _layer(value: Any, where: str) -> LayerSpec:
     return LayerSpec(name=_typed(t.get("name", t["module"]), str, where, "name"),
                      module=_typed(t["module"], str, where, "module"),
                      grid=tuple(grid) if grid else None, num_prefix_tokens=prefix,
-                     conditions=tuple(conditions) if conditions else None)
+                     conditions=tuple(conditions) if conditions else None, layout=layout)
 
 
 def _model(table: dict, base: Path, where: str) -> ModelSpec:

@@ -149,6 +149,7 @@ class LoadedModel:
     n_params: int
     weights: dict[str, Any] = field(default_factory=dict)
     _hooked: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)  # by check_layers
+    _grids: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # nhwc layers
 
     def attrs(self) -> dict[str, Any]:
         out = {"source": "timm" if self.spec.timm else "factory", "embedding": self.spec.embedding,
@@ -204,6 +205,13 @@ class LoadedModel:
         for layer in self.spec.layers:
             if layer.module == EMBEDDING:
                 captured[layer.name] = out[0] if isinstance(out, (tuple, list)) else out
+            if layer.layout == "nhwc":  # (n, h, w, c) -> (n, h * w, c): tokens, row by row
+                grid = captured[layer.name]
+                if grid.ndim != 4:
+                    raise ModelError(f"{self.spec.name}: layer {layer.name!r} has layout 'nhwc' "
+                                     f"but gives {tuple(grid.shape)}, not (n, h, w, c)")
+                self._grids[layer.name] = (int(grid.shape[1]), int(grid.shape[2]))
+                captured[layer.name] = grid.flatten(1, 2)
         return captured
 
     def layer_layout(self, layer: LayerSpec, sample_shape: tuple[int, ...], where: str) -> dict[str, Any]:
@@ -212,6 +220,8 @@ class LoadedModel:
             return {"kind": "embedding"}
         if len(sample_shape) == 3:
             return {"kind": "map"}
+        if len(sample_shape) == 2 and layer.layout == "nhwc":
+            return {"kind": "tokens", "grid": list(self._grids[layer.name]), "num_prefix_tokens": 0}
         if len(sample_shape) == 2:
             grid, prefix = layer.grid, layer.num_prefix_tokens
             patch = getattr(self.module, "patch_embed", None)
