@@ -34,12 +34,19 @@ STUDENTS = (("s_small_0", "small", 0, 24), ("s_small_1", "small", 1, 24),
             ("s_big_0", "big", 0, 40), ("s_big_1", "big", 1, 40))
 
 
-def make_store(path: Path, n: int, seed: int = 0) -> Path:
-    """The benchmark store: structured features (a shared latent, teacher richer than students)."""
+def make_store(path: Path, n: int, seed: int = 0, *, split: bool = False) -> Path:
+    """The benchmark store: structured features (a shared latent, teacher richer than students).
+    ``split``: with 10 labels (the sign pattern of the first latent directions) and a train/test
+    split of 5:1 (CIFAR-10's), so probes are fitted and test-split conventions run as designed."""
     rng = np.random.default_rng(seed)
     latent = rng.standard_normal((n, 128)) * np.arange(1, 129) ** -0.6
     mix = rng.standard_normal((128, 768)) / 10
-    with ds.StoreWriter(path, sample_ids=np.arange(n), overwrite=True) as w:
+    labels = splits = None
+    if split:
+        labels = (np.floor(latent[:, 0] * 4).astype(np.int64) % 5) * 2 + (latent[:, 1] > 0)
+        splits = np.where(np.arange(n) % 6 == 5, "test", "train")
+    with ds.StoreWriter(path, sample_ids=np.arange(n), labels=labels, splits=splits,
+                        overwrite=True) as w:
         for name, sigma in (("clean", 0.0), ("gauss_0.1", 0.1), ("gauss_0.2", 0.2)):
             if sigma:
                 w.add_condition(name, kind="gaussian_noise", space="normalized", sigma=sigma)

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 import bench_alignment  # noqa: E402
 import bench_analyze  # noqa: E402
+import bench_conventions  # noqa: E402
 import bench_extract  # noqa: E402
 import bench_frequency  # noqa: E402
 import bench_spectrum  # noqa: E402
@@ -34,6 +35,9 @@ def main(argv=None) -> int:
     print()
     print("# analyze: every default metric against its floor")
     bench_analyze.main(argv)
+    print()
+    print("# conventions: every named convention in one pass against one")
+    bench_conventions.main(argv)
     print()
     print("# extract: throughput against a bare forward-pass loop")
     return bench_extract.main(argv)

@@ -148,7 +148,21 @@ def test_the_papers_command_prints_every_verified_value_with_where_it_is(capsys)
     assert "no entry 'nope'" in capsys.readouterr().err
 
 
-def test_registry_conventions_the_library_runs_are_named_conventions():
+def test_every_registry_convention_is_a_named_convention_or_says_why_not():
+    from distillscope.conventions import NOT_COMPUTABLE, REGISTRY_CONVENTIONS
+    from distillscope.metrics.registry import metrics
+
     names = {c.name for e in papers.load().values() for c in e.conventions.values()}
-    for name in ("arxiv_2603_06698", "tian_2511_15572_per_image", "tian_2511_15572_dataset"):
+    assert names == set(REGISTRY_CONVENTIONS) | set(NOT_COMPUTABLE)
+    assert not set(REGISTRY_CONVENTIONS) & set(NOT_COMPUTABLE)
+    for name, (library, chosen) in REGISTRY_CONVENTIONS.items():
+        assert library in ds.CONVENTIONS, name
+        assert chosen and all(m in metrics() for m in chosen), name
+    for name in ("arxiv_2603_06698", "tian_2511_15572_per_image", "tian_2511_15572_dataset",
+                 "agrawal_neurips2022", "kornblith_1905_00414"):
         assert name in names and name in ds.CONVENTIONS
+    # every number with a convention that features can follow names a computable one
+    for entry in papers.load().values():
+        for n in entry.numbers:
+            if n.convention:
+                assert n.convention in names, (entry.id, n.convention)

@@ -8,14 +8,15 @@ Every result records the convention and each estimator's resolved ``center`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ._errors import InputError
 from .metrics.dimensionality import ESTIMATORS
 
-__all__ = ["Convention", "CONVENTIONS", "get_convention"]
+__all__ = ["Convention", "CONVENTIONS", "get_convention", "resolve_conventions",
+           "REGISTRY_CONVENTIONS", "NOT_COMPUTABLE", "library_convention"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class Convention:
         (mean of per-batch means) reduction.
     uniformity_batch, uniformity_diagonal
         Uniformity over all pairs (None) or per consecutive batch, with or without i = j.
+    powerlaw_range : (int, int)
+        First and last rank (1-based, inclusive) of the power-law fit (``powerlaw_alpha``).
+    sample_rows : int, optional
+        Compute the sample-level metrics (mutual kNN, uniformity, InfoNCE; not the probes) on
+        this many samples: those of the lowest ``splitmix64(sample id)``, so the same ids give
+        the same subsample in any store order (Huh et al. score 1024 images; mutual kNN at
+        k = 10 depends on n). None: every analysed sample.
     """
 
     name: str
@@ -75,6 +83,8 @@ class Convention:
     infonce_reduction: str = "sample"
     uniformity_batch: int | None = None
     uniformity_diagonal: bool = False
+    powerlaw_range: tuple[int, int] = (11, 100)
+    sample_rows: int | None = None
 
     def resolve(self, estimator: str, *, center: bool | None = None) -> tuple[bool, float]:
         """(center, eps) for ``estimator`` under this convention, with an explicit override."""
@@ -136,6 +146,42 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
                    "--center off)",
         ),
         Convention(
+            name="agrawal_neurips2022",
+            l2_normalize=False,
+            center=None,
+            metrics=("powerlaw_alpha",),
+            powerlaw_range=(4, 100),
+            source="Agrawal et al., alpha-ReQ, NeurIPS 2022: alpha of the centred covariance "
+                   "spectrum, weighted least squares of log lambda_k on [-log k, 1] with "
+                   "weights 1/k over ranks 4..100 (released fastssl: utils/powerlaw.py "
+                   "stringer_get_powerlaw, scripts/train_model.py trange np.arange(3, 100))",
+        ),
+        Convention(
+            name="kornblith_1905_00414",
+            l2_normalize=False,
+            center=None,
+            metrics=("linear_cka", "linear_hsic", "cca_mean", "cca_r2", "svcca", "svcca_r2",
+                     "pwcca", "linreg_r2"),
+            source="Kornblith et al., arXiv 1905.00414, Table 1: the similarity indexes of "
+                   "centred features (linear CKA with the biased HSIC, linear HSIC, CCA mean "
+                   "rho and R^2, SVCCA at 99% variance, PWCCA, linear-regression R^2); the RBF "
+                   "CKA of its Table 2 on request (--metrics rbf_cka_02,rbf_cka_04,rbf_cka_08: "
+                   "n x n kernels), as its Demo.ipynb computes them",
+        ),
+        Convention(
+            name="huh_2405_07987",
+            l2_normalize=False,
+            center=None,
+            metrics=("mutual_knn_best",),
+            sample_rows=1024,
+            source="Huh et al., arXiv 2405.07987: mutual k-NN (k = 10) of the teacher and each "
+                   "student after clamping each model to its mean per-sample 95th percentile of "
+                   "|x|, rows L2-normalised, the best over every layer pair and the "
+                   "concatenation of all layers, on 1024 samples (released "
+                   "measure_alignment.py, metrics.py; the sample-level metrics on the 1024 "
+                   "samples of lowest splitmix64(id))",
+        ),
+        Convention(
             name="rankme",
             l2_normalize=False,
             center=False,
@@ -157,3 +203,75 @@ def get_convention(name: str | Convention) -> Convention:
         raise InputError(
             f"convention must be one of {', '.join(CONVENTIONS)}; got {name!r}"
         ) from None
+
+
+def resolve_conventions(spec: str | Convention | Sequence[str | Convention]) -> list[Convention]:
+    """The conventions ``spec`` names: one name or Convention, ``"NAME,NAME"``, ``"all"`` (every
+    one of ``CONVENTIONS``), or a sequence of names and Conventions; each once, in order."""
+    if isinstance(spec, Convention):
+        return [spec]
+    if isinstance(spec, str):
+        names = [part.strip() for part in spec.split(",") if part.strip()]
+        if not names:
+            raise InputError(f"convention must name at least one of {', '.join(CONVENTIONS)} "
+                             f"(or 'all'); got {spec!r}")
+        spec = names
+    out: list[Convention] = []
+    for item in spec:
+        for c in (list(CONVENTIONS.values()) if item == "all" else [get_convention(item)]):
+            if c.name in {o.name for o in out}:
+                continue
+            out.append(c)
+    if not out:
+        raise InputError("convention: give at least one name (or 'all')")
+    return out
+
+
+#: every convention of the papers registry (``papers/*.toml``, ``[conventions.*] name``) that
+#: features can be analysed under: the library convention that computes it and the registered
+#: metrics that hold its numbers (``analyze --convention LIBRARY --metrics default,METRIC``
+#: for a metric that is not computed by default). ``tests/test_papers.py`` keeps this complete.
+REGISTRY_CONVENTIONS: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType({
+    "arxiv_2603_06698": ("arxiv_2603_06698", ("erank_variance", "seed_averaged_rank")),
+    "arxiv_2603_06698_dims90": ("arxiv_2603_06698", ("n_components_90", "seed_averaged_dims")),
+    "arxiv_2603_06698_singular": ("arxiv_2603_06698", ("seed_averaged_singular_rank",)),
+    "arxiv_2603_06698_alignment": ("arxiv_2603_06698", ("cosine_alignment",)),
+    "arxiv_2603_06698_infonce": ("arxiv_2603_06698", ("infonce_loss",)),
+    "arxiv_2603_06698_uniformity": ("arxiv_2603_06698", ("uniformity",)),
+    "arxiv_2603_06698_varcaptured": ("arxiv_2603_06698", ("variance_captured_uncentred",)),
+    "arxiv_2603_06698_probe": ("arxiv_2603_06698", ("probe_accuracy",)),
+    "tian_2511_15572_per_image": ("tian_2511_15572_per_image", (
+        "token_dims_80", "token_dims_90", "token_dims_95", "token_dims_99")),
+    "tian_2511_15572_dataset": ("tian_2511_15572_dataset", (
+        "token_dims_dataset_80", "token_dims_dataset_90", "token_dims_dataset_95",
+        "token_dims_dataset_99")),
+    "garrido_2210_02885": ("rankme", ("rankme",)),
+    "agrawal_neurips2022": ("agrawal_neurips2022", ("powerlaw_alpha",)),
+    "huh_2405_07987": ("huh_2405_07987", ("mutual_knn_best",)),
+    "kornblith_1905_00414": ("kornblith_1905_00414", ("linear_cka",)),
+    "kornblith_1905_00414_rbf02": ("kornblith_1905_00414", ("rbf_cka_02",)),
+    "kornblith_1905_00414_rbf04": ("kornblith_1905_00414", ("rbf_cka_04",)),
+    "kornblith_1905_00414_rbf08": ("kornblith_1905_00414", ("rbf_cka_08",)),
+    "kornblith_1905_00414_linear_hsic": ("kornblith_1905_00414", ("linear_hsic",)),
+    "kornblith_1905_00414_cca_r2": ("kornblith_1905_00414", ("cca_r2",)),
+    "kornblith_1905_00414_cca_rho": ("kornblith_1905_00414", ("cca_mean",)),
+    "kornblith_1905_00414_svcca_r2": ("kornblith_1905_00414", ("svcca_r2",)),
+    "kornblith_1905_00414_svcca_rho": ("kornblith_1905_00414", ("svcca",)),
+    "kornblith_1905_00414_pwcca": ("kornblith_1905_00414", ("pwcca",)),
+    "kornblith_1905_00414_linreg": ("kornblith_1905_00414", ("linreg_r2",)),
+})
+
+#: registry conventions no analysis of features can follow, and why
+NOT_COMPUTABLE: Mapping[str, str] = MappingProxyType({
+    "huh_2405_07987_places": "the vision-vision study states only k = 10, 1000 Places-365 "
+                             "images and the definition; its layer, pooling, normalisation and "
+                             "clipping are neither stated nor in the released code",
+    "beyer_2106_05237": "a training objective (function matching) behind top-1 accuracies, "
+                        "not a measure of features",
+})
+
+
+def library_convention(registry_name: str) -> str | None:
+    """The library convention that computes a registry convention (None if none can)."""
+    found = REGISTRY_CONVENTIONS.get(registry_name)
+    return found[0] if found else None

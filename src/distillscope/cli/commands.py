@@ -100,7 +100,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.plan:
         from ..engine.analyze import analyze
 
-        print(analyze(args.store, analysis_options(args), dry_run=True).describe())
+        plans = analyze(args.store, analysis_options(args), dry_run=True)
+        if isinstance(plans, list):
+            print(f"{len(plans)} conventions in one pass: every dataset is read once for all "
+                  "of them; conventions that prepare rows alike share their accumulators")
+        for plan in plans if isinstance(plans, list) else [plans]:
+            print(plan.describe())
         return 0
     run_analysis(args, args.store, Path(args.output))
     return 0
@@ -192,6 +197,18 @@ def cmd_papers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convention_list(text: str) -> str:
+    """``--convention``: names known (or "all"), checked when the arguments are parsed."""
+    from .._errors import InputError
+    from ..conventions import resolve_conventions
+
+    try:
+        resolve_conventions(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The options of an analysis (``analyze``, ``demo``, ``audit``)."""
     from ..conventions import CONVENTIONS
@@ -199,8 +216,12 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     from ..metrics.registry import metrics
 
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--convention", default="default", choices=list(CONVENTIONS),
-                   help="named preprocessing and estimator choices (default: %(default)s)")
+    p.add_argument("--convention", default="default", metavar="NAME[,NAME...]",
+                   type=_convention_list,
+                   help="named preprocessing and estimator choices (default: %(default)s); "
+                        "several, or 'all', are computed in the same single pass and the "
+                        "results gain a convention dimension; one of: "
+                        + ", ".join(CONVENTIONS))
     p.add_argument("--metrics", metavar="NAME[,NAME...]",
                    help='registered metrics to compute: "default" (the default), "all", or '
                         'names, e.g. "default,rbf_cka"; registered: ' + ", ".join(metrics()))

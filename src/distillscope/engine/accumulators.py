@@ -151,6 +151,7 @@ class ImagesAccumulator:
 
     def __init__(self, key, keep_tokens: bool = False, dtype=None):
         self.key = key
+        self.breadth = int(keep_tokens)  # of two alike, the one that keeps tokens serves both
         self.dims = PerImageDims(keep_tokens=keep_tokens, dtype=dtype)  # held as stored
 
     def update(self, block) -> None:

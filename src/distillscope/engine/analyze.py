@@ -10,8 +10,9 @@ import xarray as xr
 from .._errors import InputError
 from ..store import Store, open_store
 from .assemble import assemble
-from .executor import run
-from .finalize import compute_values
+from ..results.conventions import stack_conventions
+from .executor import run_plans
+from .finalize import compute_plans
 from .options import AnalysisOptions
 from .plan import Plan, build_plan
 
@@ -23,7 +24,7 @@ class AnalysisNote(UserWarning):
 
 
 def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | None = None, *,
-            dry_run: bool = False, **keywords) -> xr.Dataset | Plan:
+            dry_run: bool = False, **keywords) -> xr.Dataset | Plan | list[Plan]:
     """Every chosen metric of every model, condition and layer of a store, in one pass.
 
     The store is read once, block by block, all datasets of a block together; each block is
@@ -41,12 +42,14 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
         adds Park & Kim's relative log amplitude.
     dry_run : bool, default False
         Return the ``Plan`` (what would be read and computed, bytes and memory; print it)
-        without reading any value.
+        without reading any value; a list of them, one per convention, for several.
 
     Returns
     -------
     xarray.Dataset
-        Variables generated from the metric registry (``docs/results-format.md``): the
+        With several conventions (``convention="a,b"`` or ``"all"``), every variable has a
+        leading ``convention`` dimension (``distillscope.results.stack_conventions``); all of
+        them come from the same single pass. Variables generated from the metric registry (``docs/results-format.md``): the
         effective-rank family and spectra per model, condition and layer; band energy of maps
         and tokens; alignment of every student with the teacher; robustness against the clean
         condition; seed aggregates per family.
@@ -62,13 +65,16 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
     st = (open_store(store, allow_incomplete=options.allow_incomplete,
                      allow_external=options.allow_external) if own else store)
     try:
-        plan = build_plan(st, options)
+        plans = [build_plan(st, options.for_convention(c)) for c in options.conventions()]
         if dry_run:
-            return plan
-        plan.check_memory()
-        for note in plan.notes:
+            return plans if options.several else plans[0]
+        for plan in plans:
+            plan.check_memory()
+        for note in dict.fromkeys(note for plan in plans for note in plan.notes):
             warnings.warn(note, AnalysisNote, stacklevel=2)
-        return assemble(plan, compute_values(plan, run(plan)))
+        values = compute_plans(plans, run_plans(plans))
+        parts = [assemble(plan, v) for plan, v in zip(plans, values)]
+        return stack_conventions(parts) if options.several else parts[0]
     finally:
         if own:
             st.close()

@@ -22,8 +22,8 @@ from ..metrics.alignment import N_ANGLES
 from ..metrics.predictivity import N_FOLDS, RIDGE
 from ..metrics.frequency import BANDS, RADIAL_BINS, radial_profile
 from ..metrics.neighbours import KNN_K
-from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES,
-                                TEACHER_STUDENT, Metric, by_variable)
+from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES, TEACHER_STUDENT,
+                                TEACHER_STUDENT_MODELS, Metric, by_variable)
 from ..metrics.robustness import PROBE
 from .finalize import Values
 from .plan import Plan
@@ -33,7 +33,7 @@ __all__ = ["assemble"]
 
 def _present(plan: Plan, metric: Metric) -> bool:
     """Whether the selection has the structure the metric takes."""
-    if metric.takes == TEACHER_STUDENT:
+    if metric.takes in (TEACHER_STUDENT, TEACHER_STUDENT_MODELS):
         return bool(plan.pairs)
     if metric.takes == CLEAN_CONDITION:
         return plan.reference_condition in plan.conditions
@@ -77,6 +77,8 @@ def _attributes(metric: Metric, plan: Plan) -> dict:
     for name, value in metric.arguments(plan.convention).items():
         if isinstance(value, (bool, int, float, str)) and value is not None:
             attrs[name] = int(value) if isinstance(value, bool) else value
+        elif isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+            attrs[name] = str(value)  # a fit range, say: "(4, 100)"
     return attrs
 
 
@@ -179,8 +181,12 @@ def _run_attributes(plan: Plan, values: Values, variables: set[str]) -> dict:
     elif plan.convention.rows != "all":
         attrs["analysed_samples"] = (f"all {store.n_samples} samples (the convention computes "
                                      "on the test split; the store has none)")
+    if plan.sample_subset is not None:
+        attrs["sample_level_samples"] = (
+            f"{plan.n_sample_level} of the analysed samples (lowest splitmix64(sample id)): "
+            "mutual kNN, uniformity and InfoNCE are computed on them")
     if plan.pairs:
-        n = plan.n_analysed
+        n = plan.n_sample_level
         attrs.update(infonce_tau=conv.infonce_tau, infonce_batch=conv.infonce_batch,
                      infonce_reduction=conv.infonce_reduction, mutual_knn_k=KNN_K,
                      mutual_knn_chance=KNN_K / (n - 1), cv_folds=N_FOLDS, ridge=RIDGE)

@@ -21,22 +21,53 @@ from ..metrics.tokens import as_tokens
 from ..store import nonfinite_message
 from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumulator,
                            MomentsAccumulator, RowsAccumulator, SpatialAccumulator)
-from .plan import Key, Plan
+from .plan import Key, Plan, union_plan
 from .pooling import pool
 
-__all__ = ["Block", "accumulators", "run"]
+__all__ = ["Block", "Reads", "accumulators", "run", "run_plans", "preparation"]
 
 
-class Block:
-    """The rows ``start:stop`` of every planned dataset, and their views, computed once."""
+class Reads:
+    """The stored rows ``start:stop`` of every planned dataset and their pooled views, read and
+    pooled once whichever conventions' blocks ask (pooling does not depend on the convention)."""
 
-    def __init__(self, plan: Plan, start: int, stop: int, readers: dict, preparers: dict):
+    def __init__(self, plan: Plan, start: int, stop: int, readers: dict):
         self.plan = plan
         self.start, self.stop = start, stop
         self._readers = readers
-        self._preparers = preparers
         self._raw: dict[Key, np.ndarray] = {}
         self._pooled: dict[Key, np.ndarray] = {}
+
+    def raw(self, key: Key) -> np.ndarray:
+        if key not in self._raw:
+            self._raw[key] = self._readers[key].read(self.start, self.stop)
+        return self._raw[key]
+
+    def pooled(self, key: Key) -> np.ndarray:
+        if key not in self._pooled:
+            rep = self.plan.reps[key]
+            self._pooled[key] = pool(self.raw(key), rep.info, self.plan.options.pooling)
+        return self._pooled[key]
+
+    def release(self, condition: str | None = None) -> None:
+        """Give the rows of one condition (of every one by default) back to their readers."""
+        for key in [k for k in self._raw if condition is None or k[1] == condition]:
+            self._pooled.pop(key, None)
+            self._readers[key].done(self._raw.pop(key))
+
+
+class Block:
+    """The rows ``start:stop`` of every planned dataset as one plan (one convention) sees
+    them, and their views, computed once. ``reads`` shares the stored and pooled rows between
+    the blocks of several plans over the same range (``run_plans``)."""
+
+    def __init__(self, plan: Plan, start: int, stop: int, readers: dict, preparers: dict,
+                 reads: Reads | None = None):
+        self.plan = plan
+        self.start, self.stop = start, stop
+        self.reads = reads if reads is not None else Reads(plan, start, stop, readers)
+        self._owns_reads = reads is None
+        self._preparers = preparers
         self._prepared: dict[Key, tuple[Prepared, np.ndarray]] = {}
         self._analysed: dict[Key, Prepared] = {}
         # the analysed samples of the block (``Plan.subset``): block-relative indices, and
@@ -50,16 +81,11 @@ class Block:
 
     def raw(self, key: Key) -> np.ndarray:
         """The stored rows (float16 widened to float32)."""
-        if key not in self._raw:
-            self._raw[key] = self._readers[key].read(self.start, self.stop)
-        return self._raw[key]
+        return self.reads.raw(key)
 
     def pooled(self, key: Key) -> np.ndarray:
         """One vector per sample (``engine.pooling``): the raw rows themselves for embeddings."""
-        if key not in self._pooled:
-            rep = self.plan.reps[key]
-            self._pooled[key] = pool(self.raw(key), rep.info, self.plan.options.pooling)
-        return self._pooled[key]
+        return self.reads.pooled(key)
 
     def maps(self, key: Key) -> np.ndarray:
         """``(m, c, h, w)`` maps of a map layer, or of a token layer's patch tokens."""
@@ -124,14 +150,14 @@ class Block:
         return self._preparers[key].shift
 
     def release(self, condition: str | None = None) -> None:
-        """Give the arrays of one condition (of every one by default) back to the pool."""
-        for key in [k for k in self._raw if condition is None or k[1] == condition]:
-            self._pooled.pop(key, None)
-            self._analysed.pop(key, None)
-            prepared = self._prepared.pop(key, None)
-            if prepared is not None:
-                POOL.give(prepared[1])
-            self._readers[key].done(self._raw.pop(key))
+        """Give the arrays of one condition (of every one by default) back to the pool, and
+        the stored rows too when the block has them to itself."""
+        for key in [k for k in self._prepared if condition is None or k[1] == condition]:
+            POOL.give(self._prepared.pop(key)[1])
+        for key in [k for k in self._analysed if condition is None or k[1] == condition]:
+            del self._analysed[key]
+        if self._owns_reads:
+            self.reads.release(condition)
 
 
 def accumulators(plan: Plan) -> dict[str, dict]:
@@ -177,32 +203,105 @@ def _by_condition(plan: Plan, accs: dict[str, dict]) -> dict[str, list]:
 
 def run(plan: Plan) -> dict[str, dict]:
     """Stream the store once and return the finalized statistics by kind and key."""
-    accs = accumulators(plan)
-    store = plan.store
-    readers = {k: store.reader(r.info) for k, r in plan.reps.items()}
-    preparers = {k: RowPreparer(r.width, l2_normalize=plan.l2) for k, r in plan.reps.items()}
-    order = _by_condition(plan, accs)
-    clean = plan.reference_condition
-    n, rows = store.n_samples, plan.rows
-    bar = _progress(plan)
+    return run_plans([plan])[0]
+
+
+#: what each statistic's accumulators read besides the stored rows: the prepared rows
+#: (normalisation and subset), the analysed subset only, or nothing (all pooled rows)
+DEPENDS = {"moments": ("l2", "subset"), "pair": ("l2", "subset"), "maps": ("subset",),
+           "images": ("subset",), "drift": ("subset",), "samples": ()}
+
+
+def preparation(plan: Plan, statistic: str = "moments") -> tuple:
+    """What a statistic's accumulators depend on in ``plan``: plans equal in it share them."""
+    subset = None if plan.subset is None else plan.subset.tobytes()
+    return tuple({"l2": plan.l2, "subset": subset}[d] for d in DEPENDS[statistic])
+
+
+def run_plans(plans: list[Plan]) -> list[dict[str, dict]]:
+    """One pass over the store for several plans of one selection (one per convention).
+
+    The stored rows of a range are read and pooled once for all plans; plans that prepare rows
+    alike (``preparation``) share one set of accumulators, fed once, sized for what any of
+    them computes (``union_plan``); the held rows of the sample-level metrics, and the
+    statistics that only depend on which samples are analysed, are shared further. Returns
+    each plan's finalized statistics (shared objects where shared)."""
+    first = plans[0]
+    if any(p.rows != first.rows or list(p.reps) != list(first.reps) for p in plans):
+        raise ValueError("run_plans needs plans of one selection and block size")
+    groups: dict[tuple, list[Plan]] = {}
+    for p in plans:
+        groups.setdefault(preparation(p), []).append(p)
+    heads = [union_plan(members) for members in groups.values()]
+    tables = [accumulators(head) for head in heads]
+    # one accumulator per statistic, key and what it depends on: of alike ones, the widest
+    chosen: dict[tuple, object] = {}
+    for head, table in zip(heads, tables):
+        for statistic, t in table.items():
+            for key, acc in t.items():
+                sig = (statistic, key, preparation(head, statistic))
+                if sig not in chosen or getattr(acc, "breadth", 0) > getattr(chosen[sig],
+                                                                             "breadth", 0):
+                    chosen[sig] = acc
+    for head, table in zip(heads, tables):
+        for statistic, t in table.items():
+            for key in t:
+                t[key] = chosen[(statistic, key, preparation(head, statistic))]
+    store = first.store
+    readers = {k: store.reader(r.info) for k, r in first.reps.items()}
+    preparers = [{k: RowPreparer(r.width, l2_normalize=h.l2) for k, r in h.reps.items()}
+                 for h in heads]
+    orders = _feeding_orders(heads, tables)
+    clean = first.reference_condition
+    n, rows = store.n_samples, first.rows
+    bar = _progress(first)
     try:
         for start in range(0, n, rows):
-            block = Block(plan, start, min(n, start + rows), readers, preparers)
+            reads = Reads(first, start, min(n, start + rows), readers)
+            blocks = [Block(h, reads.start, reads.stop, readers, prep, reads)
+                      for h, prep in zip(heads, preparers)]
             try:
-                for condition, consumers in order.items():
-                    for acc in consumers:
-                        acc.update(block)
+                for condition in first.condition_order():
+                    for block, order in zip(blocks, orders):
+                        for acc in order[condition]:
+                            acc.update(block)
+                        if condition != clean:
+                            block.release(condition)
                     if condition != clean:
-                        block.release(condition)
+                        reads.release(condition)
             finally:
-                block.release()
+                for block in blocks:
+                    block.release()
+                reads.release()
             if bar is not None:
-                bar.update(block.stop - block.start)
+                bar.update(reads.stop - reads.start)
     finally:
         if bar is not None:
             bar.close()
-    return {statistic: {k: acc.finalize() for k, acc in table.items()}
-            for statistic, table in accs.items()}
+    final: dict[int, object] = {}
+    for table in tables:
+        for t in table.values():
+            for acc in t.values():
+                if id(acc) not in final:
+                    final[id(acc)] = acc.finalize()
+    by_group = [{statistic: {k: final[id(acc)] for k, acc in t.items()}
+                 for statistic, t in table.items()} for table in tables]
+    where = {id(p): i for i, members in enumerate(groups.values()) for p in members}
+    return [by_group[where[id(p)]] for p in plans]
+
+
+def _feeding_orders(heads: list[Plan], tables: list[dict]) -> list[dict[str, list]]:
+    """Each group's accumulators by condition (``_by_condition``), a shared one only in the
+    first group that has it, so that it is fed once."""
+    fed: set[int] = set()
+    orders = []
+    for head, table in zip(heads, tables):
+        order = _by_condition(head, table)
+        for condition, consumers in order.items():
+            order[condition] = [a for a in consumers if id(a) not in fed]
+            fed.update(id(a) for a in order[condition])
+        orders.append(order)
+    return orders
 
 
 def _progress(plan: Plan):

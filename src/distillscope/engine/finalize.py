@@ -23,7 +23,8 @@ from ..metrics.alignment import DegenerateWarning
 from ..metrics.neighbours import Samples
 from ..metrics.predictivity import CrossValidation
 from ..metrics.pairs import PairMoments
-from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, TEACHER_STUDENT, Metric)
+from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, TEACHER_STUDENT,
+                                TEACHER_STUDENT_MODELS, Metric)
 from ..metrics.robustness import Probes
 from .plan import Plan
 
@@ -38,6 +39,9 @@ class Values:
     probe_info: list[dict] = field(default_factory=list)
     #: seconds spent per metric family (and in the similarity passes)
     timings: dict[str, float] = field(default_factory=dict)
+    #: values already computed, shared by the plans of one pass (``compute_plans``): a metric
+    #: with the same arguments on the same statistic objects is computed once
+    memo: dict[tuple, object] = field(default_factory=dict)
 
     def put(self, metric: Metric, index: tuple, value) -> None:
         self.entries.setdefault(metric.name, {})[index] = value
@@ -46,24 +50,54 @@ class Values:
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - start
 
 
-def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], object]) -> None:
-    start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DegenerateWarning)
-            value = call()
-    except InputError:
-        return  # refused for this entry: the fill value stays
-    finally:
-        values.timed(metric.family, start)
-    values.put(metric, index, value)
+_REFUSED = object()
+
+
+def _token(*parts) -> tuple:
+    """A memo key part: statistic objects by identity, arguments by value."""
+    return tuple(repr(sorted(p.items())) if isinstance(p, dict) else p for p in parts)
+
+
+def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], object],
+           token: tuple) -> None:
+    """Compute one value (or take it from the memo: same metric, entry and ``token``)."""
+    key = (metric.name, index) + token
+    value = values.memo.get(key)
+    if value is None:
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DegenerateWarning)
+                value = call()
+        except InputError:
+            value = _REFUSED  # refused for this entry: the fill value stays
+        finally:
+            values.timed(metric.family, start)
+        values.memo[key] = value
+    if value is not _REFUSED:
+        values.put(metric, index, value)
 
 
 def compute_values(plan: Plan, stats: dict[str, dict]) -> Values:
     """Every chosen metric for every entry it applies to."""
-    values = Values()
-    stats["analysed"] = _analysed_samples(plan, stats["samples"])
-    _request_products(plan, stats)
+    return compute_plans([plan], [stats])[0]
+
+
+def compute_plans(plans: list[Plan], stats: list[dict[str, dict]]) -> list[Values]:
+    """Every plan's values from the statistics of one pass (``executor.run_plans``): every
+    similarity pass is requested before any runs, and a value two plans compute alike (same
+    metric, arguments and statistics) is computed once."""
+    views, copies = [], {}
+    for plan, statistics in zip(plans, stats):
+        view = dict(statistics)
+        view["analysed"] = _analysed_samples(plan, statistics["samples"], copies)
+        _request_products(plan, view)
+        views.append(view)
+    memo: dict[tuple, object] = {}
+    return [_compute(plan, view, Values(memo=memo)) for plan, view in zip(plans, views)]
+
+
+def _compute(plan: Plan, stats: dict[str, dict], values: Values) -> Values:
     start = time.perf_counter()
     passes = list(stats["samples"].values())
     if stats["analysed"] is not stats["samples"]:
@@ -73,17 +107,24 @@ def compute_values(plan: Plan, stats: dict[str, dict]) -> Values:
     values.timed("similarity passes", start)
     _representations(plan, stats, values)
     _teacher_student(plan, stats, values)
+    _teacher_student_models(plan, stats, values)
     _clean_condition(plan, stats, values)
     _families(plan, stats, values)
     return values
 
 
-def _analysed_samples(plan: Plan, held: dict) -> dict:
+def _analysed_samples(plan: Plan, held: dict, copies: dict) -> dict:
     """The held rows the sample-level metrics read: all of them, or, under a convention that
-    computes on the test split, a copy of its rows (the probes and the kNN vote keep all)."""
-    if plan.subset is None:
+    computes on the test split or a subsample (``Plan.sample_level``), a copy of its rows (the
+    probes and the kNN vote keep all), one per subset in ``copies`` whichever plans read it."""
+    rows = plan.sample_level
+    if rows is None:
         return held
-    return {key: Samples(samples.held[plan.subset]) for key, samples in held.items()}
+    subset = rows.tobytes()
+    for key, samples in held.items():
+        if (subset, key) not in copies:
+            copies[(subset, key)] = Samples(samples.held[rows])
+    return {key: copies[(subset, key)] for key in held}
 
 
 def _request_products(plan: Plan, stats: dict[str, dict]) -> None:
@@ -131,15 +172,21 @@ def _representations(plan: Plan, stats: dict[str, dict], values: Values) -> None
             if m.coordinate == "estimator":
                 center, eps = plan.settings[m.name]
                 _apply(m, values, key, lambda m=m, c=center, e=eps: m.compute(
-                    lam[c], eps=e, n_values=n_values))
+                    lam[c], eps=e, n_values=n_values), _token(id(moments), center, eps))
             elif m.statistic == "spectrum":
-                _apply(m, values, key, lambda m=m, a=args: m.compute(lam[plan.spectrum_center], **a))
+                _apply(m, values, key, lambda m=m, a=args: m.compute(lam[plan.spectrum_center], **a),
+                       _token(id(moments), plan.spectrum_center, args))
             elif m.statistic == "moments":
-                _apply(m, values, key, lambda m=m, a=args: m.compute(moments, rep, **a))
+                _apply(m, values, key, lambda m=m, a=args: m.compute(moments, rep, **a),
+                       _token(id(moments), args))
             elif m.statistic in ("maps", "images") and key in stats[m.statistic]:
-                _apply(m, values, key, lambda m=m, a=args: m.compute(stats[m.statistic][key], **a))
+                statistic = stats[m.statistic][key]
+                _apply(m, values, key, lambda m=m, a=args, s=statistic: m.compute(s, **a),
+                       _token(id(statistic), args))
             elif m.statistic == "samples" and key in stats["analysed"]:
-                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["analysed"][key], **a))
+                held = stats["analysed"][key]
+                _apply(m, values, key, lambda m=m, a=args, h=held: m.compute(h, **a),
+                       _token(id(held), args))
 
 
 def pair_statistics(stats: dict[str, dict], pair) -> tuple[PairMoments, CrossValidation | None]:
@@ -159,15 +206,40 @@ def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None
         t_key, s_key = pair
         index = (s_key[0], s_key[1], t_key[2], s_key[2])
         joint, folds = pair_statistics(stats, pair) if pair in stats["pair"] else (None, None)
+        pair_id = id(stats["pair"].get(pair))
         for m in chosen:
             args = m.arguments(plan.convention)
             if m.statistic == "pair":
-                _apply(m, values, index, lambda m=m, a=args: m.compute(joint, **a))
+                _apply(m, values, index, lambda m=m, a=args: m.compute(joint, **a),
+                       _token(pair_id, args))
             elif m.statistic == "folds" and folds is not None:
-                _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a))
+                _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a),
+                       _token(pair_id, args))
             elif m.statistic == "samples":
                 sx, sy = stats["analysed"][t_key], stats["analysed"][s_key]
-                _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a))
+                _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a),
+                       _token(id(sx), id(sy), args))
+
+
+def _teacher_student_models(plan: Plan, stats: dict[str, dict], values: Values) -> None:
+    """Metrics of the teacher against each student, every analysed layer of both together."""
+    chosen = plan.chosen(TEACHER_STUDENT_MODELS)
+    if not chosen or not plan.pairs:
+        return
+    held = stats["analysed"]
+    for student in plan.students:
+        for condition in plan.conditions:
+            tx = [held[(plan.teacher, condition, layer)] for layer in plan.teacher_layers
+                  if (plan.teacher, condition, layer) in held]
+            sy = [held[(student, condition, layer)] for layer in plan.student_layers
+                  if (student, condition, layer) in held]
+            if not tx or not sy:
+                continue
+            for m in chosen:
+                args = m.arguments(plan.convention)
+                _apply(m, values, (student, condition),
+                       lambda m=m, a=args, t=tx, s=sy: m.compute(t, s, **a),
+                       _token(tuple(id(x) for x in tx + sy), args))
 
 
 def _clean_condition(plan: Plan, stats: dict[str, dict], values: Values) -> None:
@@ -186,23 +258,34 @@ def _clean_condition(plan: Plan, stats: dict[str, dict], values: Values) -> None
             args = m.arguments(plan.convention)
             if m.statistic == "pair" and pair in stats["pair"]:
                 joint = pair_statistics(stats, pair)[0]
-                _apply(m, values, key, lambda m=m, a=args: m.compute(joint, **a))
+                _apply(m, values, key, lambda m=m, a=args: m.compute(joint, **a),
+                       _token(id(stats["pair"][pair]), args))
             elif m.statistic == "drift" and pair in stats["drift"]:
-                _apply(m, values, key, lambda m=m, a=args: m.compute(stats["drift"][pair], **a))
+                drift = stats["drift"][pair]
+                _apply(m, values, key, lambda m=m, a=args, d=drift: m.compute(d, **a),
+                       _token(id(drift), args))
     probing = [m for m in chosen if m.statistic == "probes"]
     if not probing or not plan.needs["probes"]:
         return
     for model, layer in plan.probe_layers():
         present = {c: stats["samples"][(model, c, layer)] for c in plan.conditions
                    if (model, c, layer) in stats["samples"]}
-        probes = Probes(present[clean], present, plan.store.labels,
-                        (plan.split.train, plan.split.test))
+        memo_key = ("probes", model, layer) + _token(*(id(s) for s in present.values()))
+        if memo_key not in values.memo:  # the probes of these rows, fitted once per pass
+            values.memo[memo_key] = Probes(present[clean], present, plan.store.labels,
+                                           (plan.split.train, plan.split.test))
+        probes = values.memo[memo_key]
         for m in probing:
-            try:
-                per_condition = m.compute(probes, **m.arguments(plan.convention))
-            except InputError:  # a single class, say: no probe for this layer
+            args = m.arguments(plan.convention)
+            call_key = (m.name, (model, layer)) + memo_key + _token(args)
+            if call_key not in values.memo:
+                try:
+                    values.memo[call_key] = m.compute(probes, **args)
+                except InputError:  # a single class, say: no probe for this layer
+                    values.memo[call_key] = _REFUSED
+            if values.memo[call_key] is _REFUSED:
                 continue
-            for condition, value in per_condition.items():
+            for condition, value in values.memo[call_key].items():
                 values.put(m, (model, condition, layer), value)
         if probes.info:
             values.probe_info.append(probes.info)
@@ -221,4 +304,5 @@ def _families(plan: Plan, stats: dict[str, dict], values: Values) -> None:
                 for m in chosen:
                     args = m.arguments(plan.convention)
                     _apply(m, values, (family, condition, layer),
-                           lambda m=m, a=args: m.compute(found, eps=eps, **a))
+                           lambda m=m, a=args, f=found: m.compute(f, eps=eps, **a),
+                           _token(tuple(id(s) for s in found), eps, args))

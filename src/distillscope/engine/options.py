@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 from .._errors import InputError
-from ..conventions import Convention, get_convention
+from ..conventions import Convention, resolve_conventions
 
 __all__ = ["AnalysisOptions"]
 
@@ -25,8 +25,10 @@ class AnalysisOptions:
     ----------
     models, conditions, layers : sequence of str, optional
         Restrict the analysis; default everything in the store.
-    convention : str or Convention, default "default"
-        Named preprocessing and estimator choices (``distillscope.CONVENTIONS``).
+    convention : str, Convention or sequence of them, default "default"
+        Named preprocessing and estimator choices (``distillscope.CONVENTIONS``). Several
+        (``"default,rankme"``, a list, or ``"all"``) are computed in the same single pass, and
+        the results gain a ``convention`` dimension (``distillscope.results.stack_conventions``).
     l2_normalize, center : bool, optional
         Override the convention for every estimator.
     pooling : {"auto", "mean", "max", "cls", "flatten"}
@@ -50,7 +52,7 @@ class AnalysisOptions:
     models: tuple[str, ...] | None = None
     conditions: tuple[str, ...] | None = None
     layers: tuple[str, ...] | None = None
-    convention: str | Convention = "default"
+    convention: str | Convention | tuple[str | Convention, ...] = "default"
     l2_normalize: bool | None = None
     center: bool | None = None
     pooling: str = "auto"
@@ -69,7 +71,9 @@ class AnalysisOptions:
             object.__setattr__(self, name, _names(value))
         if self.rows is not None and (not isinstance(self.rows, int) or self.rows < 1):
             raise InputError(f"rows must be a positive integer; got {self.rows!r}")
-        get_convention(self.convention)  # an unknown convention fails here, before any work
+        if not isinstance(self.convention, (str, Convention)):
+            object.__setattr__(self, "convention", tuple(self.convention))
+        self.conventions()  # an unknown convention fails here, before any work
 
     @classmethod
     def from_keywords(cls, *, alignment: bool = True, frequency: bool = True,
@@ -96,5 +100,23 @@ class AnalysisOptions:
             chosen.append("relative_log_amplitude")
         return replace(options, metrics=tuple(dict.fromkeys(chosen)))
 
+    def conventions(self) -> list[Convention]:
+        """Every convention asked for, in order (``conventions.resolve_conventions``)."""
+        return resolve_conventions(self.convention)
+
+    @property
+    def several(self) -> bool:
+        """Whether the results get a ``convention`` dimension: more than one was asked for."""
+        return len(self.conventions()) > 1
+
     def resolved_convention(self) -> Convention:
-        return get_convention(self.convention)
+        """The one convention of a plan (``for_convention`` gives one plan's options)."""
+        conventions = self.conventions()
+        if len(conventions) > 1:
+            raise InputError("these options name several conventions; build one plan per "
+                             "convention (AnalysisOptions.for_convention)")
+        return conventions[0]
+
+    def for_convention(self, convention: Convention) -> "AnalysisOptions":
+        """These options with one convention."""
+        return replace(self, convention=convention)

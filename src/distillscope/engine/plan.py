@@ -15,7 +15,7 @@ against the store and lists, before anything is read:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,13 +26,13 @@ from ..metrics.predictivity import N_FOLDS
 from ..metrics.neighbours import KNN_K
 from ..metrics.pairs import fold_bounds
 from ..metrics.tokens import ENERGY_THRESHOLDS
-from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT, Metric,
-                                select)
+from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT,
+                                TEACHER_STUDENT_MODELS, Metric, select)
 from ..store import LayerInfo, Store
 from .options import AnalysisOptions
 from .pooling import pooled_width, resolve_pooling
 
-__all__ = ["Representation", "Split", "Plan", "build_plan"]
+__all__ = ["Representation", "Split", "Plan", "build_plan", "union_plan"]
 
 Key = tuple[str, str, str]  # (model, condition, layer)
 
@@ -110,6 +110,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: the analysed samples (sorted indices) when the convention computes on a split, else None
     subset: np.ndarray | None = None
+    #: the samples of the sample-level metrics when the convention takes fewer
+    #: (``Convention.sample_rows``; sorted indices), else None: those of ``subset``
+    sample_subset: np.ndarray | None = None
 
     @property
     def keeps_tokens(self) -> bool:
@@ -117,6 +120,16 @@ class Plan:
         return any(m.statistic == "images" and m.needs is not None
                    and m.needs(**m.arguments(self.convention)).get("keep_tokens")
                    for m in self.metrics)
+
+    @property
+    def sample_level(self) -> np.ndarray | None:
+        """The samples the sample-level metrics read (sorted indices), None for all."""
+        return self.sample_subset if self.sample_subset is not None else self.subset
+
+    @property
+    def n_sample_level(self) -> int:
+        """How many samples the sample-level metrics are computed on."""
+        return self.n_analysed if self.sample_subset is None else int(self.sample_subset.size)
 
     @property
     def n_analysed(self) -> int:
@@ -167,7 +180,7 @@ class Plan:
         moments = sum(8 * w * w * (folds if k in in_pairs else 1) for k, w in widths.items())
         cross = sum(8 * widths[x] * widths[y] * folds for x, y in self.pairs)
         cross += sum(8 * widths[x] * widths[y] for x, y in self.references if self.needs["pair"])
-        held = n + (0 if self.subset is None else self.n_analysed)  # and the subset's copy
+        held = n + (0 if self.sample_level is None else self.n_sample_level)  # and a subset's copy
         rows = sum(held * self.reps[k].width * self.reps[k].held_dtype.itemsize
                    for k in self.needs["samples"])
         unit = max((n * self.reps[k].width * 4 for k in self.needs["samples"]), default=0)
@@ -352,10 +365,22 @@ def build_plan(store: Store, options: AnalysisOptions) -> Plan:
     plan.settings = {name: conv.resolve(name, center=options.center) for name in ESTIMATORS}
     plan.needs = _statistics(plan)
     plan.subset = _subset(plan)
+    plan.sample_subset = _sample_subset(plan)
     if any(m.statistic == "folds" for m in plan.metrics) and plan.pairs:
         plan.folds = fold_bounds(plan.n_analysed, N_FOLDS)
     plan.rows = _block_rows(plan)
     return plan
+
+
+def union_plan(plans: Sequence[Plan]) -> Plan:
+    """One plan that accumulates what any of ``plans`` (alike in preparation: normalisation
+    and analysed samples) needs: their metrics and needs together, folds if any has them."""
+    if len(plans) == 1:
+        return plans[0]
+    metrics = list({m.name: m for p in plans for m in p.metrics}.values())
+    needs = {s: set().union(*(p.needs[s] for p in plans)) for s in plans[0].needs}
+    folds = next((p.folds for p in plans if p.folds), None)
+    return replace(plans[0], metrics=metrics, needs=needs, folds=folds)
 
 
 def _subset(plan: Plan) -> np.ndarray | None:
@@ -375,8 +400,20 @@ def _subset(plan: Plan) -> np.ndarray | None:
     return subset
 
 
+def _sample_subset(plan: Plan) -> np.ndarray | None:
+    """The convention's subsample for the sample-level metrics (``Convention.sample_rows``):
+    of the analysed samples, those of the lowest splitmix64(id)."""
+    wanted = plan.convention.sample_rows
+    analysed = (np.arange(plan.store.n_samples) if plan.subset is None else plan.subset)
+    if wanted is None or analysed.size <= wanted:
+        return None
+    ranks = np.argsort(_splitmix64(plan.store.sample_ids[analysed]), kind="stable")
+    return np.sort(analysed[ranks[:wanted]])
+
+
 def _pairs(reps, teacher, students, conditions, layers, chosen):
-    if teacher is None or not students or not any(m.takes == TEACHER_STUDENT for m in chosen):
+    if teacher is None or not students or not any(
+            m.takes in (TEACHER_STUDENT, TEACHER_STUDENT_MODELS) for m in chosen):
         return [], [], []
     pairs = []
     for c in conditions:
@@ -404,7 +441,7 @@ def _statistics(plan: Plan) -> dict[str, set]:
         needs["pair"].update(plan.references)
     if (TEACHER_STUDENT, "folds") in chosen:
         needs["folds"].update(plan.pairs)
-    if (TEACHER_STUDENT, "samples") in chosen:
+    if {(TEACHER_STUDENT, "samples"), (TEACHER_STUDENT_MODELS, "samples")} & chosen:
         needs["samples"].update(k for pair in plan.pairs for k in pair)
     if (REPRESENTATION, "samples") in chosen:
         needs["samples"].update(plan.reps)

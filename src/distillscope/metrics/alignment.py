@@ -27,7 +27,10 @@ __all__ = [
     "rbf_cka",
     "cca",
     "svcca",
+    "svcca_correlations",
     "pwcca",
+    "linear_hsic",
+    "linreg_r2",
     "subspace_angles",
     "principal_angles",
     "procrustes_angular",
@@ -129,6 +132,16 @@ def rbf_cka(x, y, *, threshold: float = 0.5, max_samples: int = 20_000) -> float
     return float(np.sum(k * l_) / math.sqrt(np.sum(k * k) * np.sum(l_ * l_)))
 
 
+for _threshold, _suffix in ((0.2, "02"), (0.4, "04"), (0.8, "08")):
+    register(Metric(
+        name=f"rbf_cka_{_suffix}", long_name=f"RBF CKA, bandwidth {_threshold} x median distance",
+        units="1", takes=TEACHER_STUDENT, statistic="samples", anchor="rbf-cka", default=False,
+        source="Kornblith et al., arXiv 1905.00414 (Table 2: RBF CKA sigma 0.2 / 0.4 / 0.8)",
+        compute=lambda sx, sy, threshold: rbf_cka(sx.values, sy.values, threshold=threshold),
+        params={"threshold": _threshold}, function=rbf_cka,
+        definition=f"rbf_cka with threshold {_threshold}; two n x n kernels in memory"))
+
+
 # ---------------------------------------------------------------------------------------- CCA
 def _guard_cca(n: int, d1: int, d2: int, name: str) -> None:
     if d1 + d2 >= n:
@@ -212,6 +225,11 @@ metric("cca_r2", long_name="mean squared canonical correlation", units="1",
 def svcca(x, y=None, *, variance: float = 0.99) -> float:
     """SVCCA: CCA mean after keeping each side's top principal directions explaining
     ``variance`` of its variance (Raghu et al., NeurIPS 2017, arXiv 1706.05806)."""
+    return _mean_or_nan(svcca_correlations(x, y, variance=variance))
+
+
+def svcca_correlations(x, y=None, *, variance: float = 0.99) -> np.ndarray:
+    """The canonical correlations of SVCCA (``svcca``), descending."""
     m = pair_moments(x, y)
     sxy = m.blocks()[2]
 
@@ -227,8 +245,54 @@ def svcca(x, y=None, *, variance: float = 0.99) -> float:
     keep_x, keep_y = (lam > lam[0] * lam.size * np.finfo(np.float64).eps if lam.size
                       else lam > 0 for lam in (lx, ly))
     cross = (vx[:, keep_x] / np.sqrt(lx[keep_x])).T @ sxy @ (vy[:, keep_y] / np.sqrt(ly[keep_y]))
-    rho = np.clip(np.linalg.svd(cross, compute_uv=False), 0.0, 1.0)
-    return float(rho.mean()) if rho.size else float("nan")
+    return np.clip(np.linalg.svd(cross, compute_uv=False), 0.0, 1.0)
+
+
+metric("svcca_r2", long_name="SVCCA mean squared correlation", units="1",
+       takes=TEACHER_STUDENT, statistic="pair", anchor="cca", default=False,
+       source="Kornblith et al., arXiv 1905.00414 (Table 1: R^2_SVCCA)",
+       compute=lambda pair: _mean_or_nan(svcca_correlations(pair) ** 2),
+       definition="mean of rho_i^2 of the CCA after keeping 99% of each side's "
+                  "variance")(svcca_correlations)
+
+
+@metric("linear_hsic", long_name="linear HSIC", units="feature units squared (product)",
+        takes=TEACHER_STUDENT, statistic="pair", anchor="linear-hsic", default=False,
+        source="Kornblith et al., arXiv 1905.00414 (Eq. 3, Table 1)",
+        definition="||Yc^T Xc||_F^2 / (n - 1)^2: the biased HSIC of linear kernels, "
+                   "tr(K H L H) / (n - 1)^2")
+def linear_hsic(x, y=None) -> float:
+    r"""Linear HSIC, :math:`\lVert Y_c^	op X_c
+Vert_F^2 / (n-1)^2 = \mathrm{tr}(KHLH)/(n-1)^2`
+    with :math:`K = XX^	op`, :math:`L = YY^	op` (Kornblith et al., ICML 2019, Eq. 3): the
+    unnormalised numerator of linear CKA, so it scales with both sides' units."""
+    m = pair_moments(x, y)
+    return float(np.sum(m.blocks()[2] ** 2) / (m.count - 1) ** 2)
+
+
+@metric("linreg_r2", long_name="linear regression R^2 of the teacher from the student",
+        units="1", takes=TEACHER_STUDENT, statistic="pair", anchor="linear-regression-r2",
+        default=False, source="Kornblith et al., arXiv 1905.00414 (Table 1: R^2_LR)",
+        definition="||Q_Y^T Xc||_F^2 / ||Xc||_F^2, X the teacher, Q_Y an orthonormal basis of "
+                   "the centred student (in sample, no penalty); NaN when d2 >= n")
+def linreg_r2(x, y=None) -> float:
+    r"""In-sample linear-regression fit of X (the teacher) from Y (the student):
+    :math:`R^2_{LR} = \lVert Q_Y^	op X_c
+Vert_F^2 / \lVert X_c
+Vert_F^2`, from moments as
+    :math:`\lVert S_{xy} S_{yy}^{-1/2}
+Vert_F^2 / \mathrm{tr}\,S_{xx}` (the whitening on Y's
+    numerical rank). Kornblith et al., ICML 2019, Table 1; ``linear_predictivity`` is the
+    cross-validated, ridge-penalised counterpart."""
+    m = pair_moments(x, y)
+    if m.d2 >= m.count:
+        raise InputError(f"linreg_r2 needs fewer student features than samples; got d2 = "
+                         f"{m.d2}, n = {m.count}")
+    sxx, _, sxy = m.blocks()
+    total = float(np.trace(sxx))
+    if not total > 0:
+        raise InputError("linreg_r2: the teacher is constant")
+    return float(np.sum((sxy @ _whitening(m.y)) ** 2) / total)
 
 
 @metric("pwcca", long_name="PWCCA", units="1", takes=TEACHER_STUDENT, statistic="pair",

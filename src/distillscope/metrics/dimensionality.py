@@ -247,8 +247,10 @@ register(Metric(
 metric("powerlaw_alpha", long_name="power-law decay coefficient", units="1",
        takes=REPRESENTATION, statistic="spectrum", family="dimensionality", anchor="estimators",
        source="alpha-ReQ, Agrawal et al., NeurIPS 2022", tables={"headline": "power-law alpha"},
-       definition="WLS of ln(lam_i / sum lam) on [-ln i, 1], weights 1/i, ranks 11..100; "
-                  "NaN if fewer than 100 positive eigenvalues")(powerlaw_alpha)
+       definition="WLS of ln(lam_i / sum lam) on [-ln i, 1], weights 1/i, over the ranks "
+                  "fit_range (11..100 by default, 4..100 under agrawal_neurips2022); NaN if "
+                  "fewer positive eigenvalues than its last rank",
+       convention_params=lambda c: {"fit_range": tuple(c.powerlaw_range)})(powerlaw_alpha)
 
 
 def rank_from_spectrum(lam: np.ndarray, estimator: str, *, eps: float | None = None,

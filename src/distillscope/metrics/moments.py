@@ -389,12 +389,16 @@ class SecondMoments:
         ``Y^T Y / n``. Computed from the ``n x n`` Gram matrix when ``n <= d`` (the non-zero
         eigenvalues are the same; the rest are zero). Values below ``lam_max * m * eps``
         (``m`` the size of the matrix decomposed, ``eps`` float64's machine epsilon) are
-        rounding noise and are set to zero.
+        rounding noise and are set to zero. Computed once per state (read-only: every
+        convention of a pass reads the same array).
         """
         if center:
             self._require_two()
         if self.count == 0:
             raise InputError("no rows were accumulated; the spectrum of nothing is undefined")
+        return self.cached(("eigenvalues", bool(center)), lambda: self._eigenvalues(center))
+
+    def _eigenvalues(self, center: bool) -> np.ndarray:
         denominator = self.count - 1 if center else self.count
         if self._rows is not None:
             y = np.concatenate(self._rows)
@@ -407,6 +411,7 @@ class SecondMoments:
         full[: lam.size] = lam[: self.n_features]
         top = full[0] if full.size else 0.0
         full[full < top * matrix.shape[0] * np.finfo(np.float64).eps] = 0.0
+        full.flags.writeable = False
         return full
 
     def centered(self) -> tuple[int, np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ __all__ = [
     "STATISTICS",
     "REPRESENTATION",
     "TEACHER_STUDENT",
+    "TEACHER_STUDENT_MODELS",
     "CLEAN_CONDITION",
     "RESULTS",
     "FAMILY",
@@ -50,6 +51,7 @@ __all__ = [
 
 REPRESENTATION = "representation"
 TEACHER_STUDENT = "teacher_student"
+TEACHER_STUDENT_MODELS = "teacher_student_models"
 CLEAN_CONDITION = "clean_condition"
 RESULTS = "results"
 FAMILY = "family"
@@ -58,6 +60,8 @@ FAMILY = "family"
 TAKES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     REPRESENTATION: ("model", "condition", "layer"),
     TEACHER_STUDENT: ("student", "condition", "teacher_layer", "student_layer"),
+    # the teacher against each student, every layer of both together (best layer pair, say)
+    TEACHER_STUDENT_MODELS: ("student", "condition"),
     CLEAN_CONDITION: ("model", "condition", "layer"),
     FAMILY: ("family", "condition", "layer"),  # the seeds of one model family together
     RESULTS: (),  # derived from other variables once the pass is done; dims are its own
@@ -73,7 +77,8 @@ STATISTICS: Mapping[str, str] = MappingProxyType({
     "images": "a PerImageDims of the representation's token matrices (token and map layers)",
     "pair": "the PairMoments of the two representations (teacher, student) or (clean, condition)",
     "folds": "the list of PairMoments of the cross-validation folds",
-    "samples": "the Samples (pooled rows in memory, and their neighbour lists) of each side",
+    "samples": "the Samples (pooled rows in memory, and their neighbour lists) of each side; "
+               "teacher_student_models metrics get the list of each model's layers' Samples",
     "drift": "the DriftAccumulator of (clean, condition)",
     "probes": "the Probes of one model and layer (clean training rows and labels, each "
               "condition's test rows); compute returns a value per condition",
@@ -195,6 +200,7 @@ _DECLARING_MODULES = (
     "distillscope.metrics.alignment",
     "distillscope.metrics.predictivity",
     "distillscope.metrics.neighbours",
+    "distillscope.metrics.platonic",
     "distillscope.metrics.tokens",
     "distillscope.metrics.robustness",
     "distillscope.engine.derived",

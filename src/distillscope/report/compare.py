@@ -30,13 +30,11 @@ import numpy as np
 import xarray as xr
 
 from .._errors import InputError
+from ..conventions import library_convention
 from .._version import __version__
 from .page import page_head, png
 
-__all__ = ["combine", "render_comparison", "write_comparison", "REGISTRY_ALIASES"]
-
-#: registry conventions that a library convention of another name computes
-REGISTRY_ALIASES = {"garrido_2210_02885": "rankme"}
+__all__ = ["combine", "render_comparison", "write_comparison"]
 
 
 def _embedding(results: xr.Dataset) -> str:
@@ -55,7 +53,7 @@ def combine(runs: Sequence[xr.Dataset], names: Sequence[str]) -> xr.Dataset:
     if len(runs) != len(names) or len(set(names)) != len(names):
         raise InputError(f"compare needs one distinct name per run; got {list(names)}")
     parts = []
-    for name, r in zip(names, runs):
+    for name, r in _by_convention(runs, names):
         if "effective_rank" not in r or "estimator" not in r.dims:
             raise InputError(f"{name}: not a distillscope results file (no effective_rank)")
         part = xr.Dataset({
@@ -83,6 +81,19 @@ def combine(runs: Sequence[xr.Dataset], names: Sequence[str]) -> xr.Dataset:
                  "note": "each run keeps its convention (run_convention): compare numbers "
                          "only within one convention, or through the conversion table"}
     return out
+
+
+def _by_convention(runs: Sequence[xr.Dataset], names: Sequence[str]):
+    """(name, results) per run, a run of several conventions as one run per convention,
+    named ``NAME[convention]``."""
+    from ..results.conventions import convention_names, one_convention
+
+    for name, r in zip(names, runs):
+        if "convention" not in r.dims:
+            yield name, r
+            continue
+        for convention in convention_names(r):
+            yield f"{name}[{convention}]", one_convention(r, convention)
 
 
 def _rank(combined: xr.Dataset, run: str, model: str, estimator: str | None = None) -> float:
@@ -182,7 +193,7 @@ def _registry(combined: xr.Dataset, papers: Sequence[str]) -> str:
     for paper in papers:
         rows = []
         for n in registry.numbers(paper):
-            library = REGISTRY_ALIASES.get(n.convention, n.convention)
+            library = library_convention(n.convention)
             same = [r for r, c in conventions.items() if n.convention and c == library]
             rows.append([n.model, n.metric + (f" @ {n.condition}" if n.condition else ""),
                          f"{n.value:g}{n.unit}", n.convention or "-", n.status, n.where,

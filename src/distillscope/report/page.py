@@ -235,6 +235,15 @@ def render_report(results: xr.Dataset, *, title: str | None = None) -> str:
     """The report page as an HTML string (figures inline)."""
     if "effective_rank" not in results:
         raise InputError("not a distillscope results dataset: it has no 'effective_rank'")
+    several = ""
+    if "convention" in results.dims:  # one pass, several conventions: the first in full
+        from ..results.conventions import one_convention
+        from .tables import conversion_table
+
+        several = (f"<h2>Conventions</h2><pre>{html.escape(conversion_table(results))}</pre>"
+                   "<p class='muted'>The rest of the page shows the first convention; "
+                   "<code>distillscope compare</code> sets them all side by side.</p>")
+        results = one_convention(results)
     figures, skipped = _figures(results)
     title = title or f"distillscope report: {Path(str(results.attrs.get('store', 'results'))).name}"
     figs = "".join(
@@ -255,7 +264,7 @@ def render_report(results: xr.Dataset, *, title: str | None = None) -> str:
 analysed {html.escape(str(results.attrs.get('created', '')))} with distillscope {html.escape(str(results.attrs.get('distillscope_version', '')))},
 convention <code>{html.escape(str(results.attrs.get('convention', '')))}</code>; {int(results.attrs.get('n_samples', 0))} samples;
 report by distillscope {__version__}.</p>
-<p>Conditions: {html.escape(conditions)}.</p>
+<p>Conditions: {html.escape(conditions)}.</p>{several}
 <h2>Headline numbers</h2><div style="overflow-x: auto">{_headline(results)}</div>
 {_paper(results)}
 <h2>Figures</h2><div class="figs">{figs}</div>{missing}

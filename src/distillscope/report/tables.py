@@ -12,7 +12,7 @@ import xarray as xr
 
 from ..metrics.registry import metrics
 
-__all__ = ["columns", "rank_table", "alignment_table", "robustness_table", "console_tables",
+__all__ = ["columns", "conversion_table", "rank_table", "alignment_table", "robustness_table", "console_tables",
            "headline"]
 
 
@@ -87,9 +87,41 @@ def robustness_table(results: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
+def conversion_table(results: xr.Dataset) -> str:
+    """Results of several conventions (``results.stack_conventions``): each model's primary
+    effective rank under each convention, clean condition, embedding layer (the first layer
+    without one) -- the same features, every convention."""
+    from ..results.conventions import convention_names, one_convention
+
+    parts = {name: one_convention(results, name) for name in convention_names(results)}
+    kinds = [str(k) for k in results["condition_kind"].values]
+    clean = str(results.condition.values[kinds.index("clean") if "clean" in kinds else 0])
+    layers = [str(v) for v in results.layer.values]
+    layer = "embedding" if "embedding" in layers else layers[0]
+    heads = {name: f"{name} ({part.attrs.get('convention_primary', 'erank_variance')})"
+             for name, part in parts.items()}
+    width = max(16, *(len(h) for h in heads.values()))
+    lines = [f"the same features under {len(parts)} conventions ({clean}, {layer}):",
+             f"{'model':<20} " + " ".join(f"{h:>{width}}" for h in heads.values())]
+    for m in results.model.values:
+        values = []
+        for part in parts.values():
+            primary = part.attrs.get("convention_primary", "erank_variance")
+            values.append(_value(part, primary, model=m, condition=clean, layer=layer))
+        lines.append(f"{m:<20} " + " ".join(f"{v:>{width}.2f}" for v in values))
+    return "\n".join(lines)
+
+
 def console_tables(results: xr.Dataset) -> str:
     """The tables ``distillscope analyze`` prints: rank, then alignment and robustness when
-    the results hold them."""
+    the results hold them; for several conventions, the conversion table and then the
+    first convention's tables."""
+    if "convention" in results.dims:
+        from ..results.conventions import one_convention
+
+        first = one_convention(results)
+        return (conversion_table(results) + "\n\n" + f"convention {first.attrs['convention']}:\n"
+                + console_tables(first))
     parts = [rank_table(results)]
     if "student" in results.dims and columns("alignment", results):
         parts.append(alignment_table(results))

@@ -1,0 +1,81 @@
+"""Every named convention in one pass against one convention, on the store of the engine issue.
+
+``analyze --convention all`` computes each convention of ``distillscope.CONVENTIONS`` in the
+engine's single pass (``engine.executor.run_plans``): every dataset is read and pooled once,
+conventions that prepare rows alike share their accumulators, the held rows of the sample-level
+metrics are shared, and a value two conventions compute alike is computed once. Timed in this
+process, best of ``--repeats``, on the store of ``bench_analyze`` (a 768-d teacher and 4
+students, 20,000 samples, 3 conditions):
+
+* ``default``: one convention, every default metric (the baseline);
+* each other convention alone, and their sum (what running them one by one costs);
+* ``all``: every convention in one pass. The target is at most 1.3x the baseline.
+
+Twice: on the store with labels and a CIFAR-like train/test split (5:1), where every convention
+runs as designed (the probes are fitted, ``arxiv_2603_06698`` computes on the test split), and
+on the same store without them (the engine issue's store, where ``arxiv_2603_06698`` falls back
+to all samples: a second full set of L2-normalised statistics and their metrics).
+``--quick`` runs 1,000-sample stores (a smoke test).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import distillscope as ds
+from _common import arguments, status_mib
+from bench_analyze import make_store
+
+
+def timed(path: Path, convention: str) -> float:
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        ds.analyze(path, convention=convention)
+        return time.perf_counter() - start
+
+
+def measure(path: Path, names: list[str], repeats: int) -> dict[str, float]:
+    best = {name: np.inf for name in names + ["all"]}
+    for _ in range(repeats):
+        for name in names + ["all"]:
+            best[name] = min(best[name], timed(path, name))
+    return best
+
+
+def main(argv=None) -> int:
+    p = arguments(__doc__.splitlines()[0], repeats=2)
+    args = p.parse_args(argv)
+    n = 1000 if args.quick else 20_000
+    names = list(ds.CONVENTIONS)
+    with tempfile.TemporaryDirectory() as folder:
+        timed(make_store(Path(folder) / "warm.h5", 300, split=True), "all")  # compile first
+        for split in (True, False):
+            path = make_store(Path(folder) / "bench.h5", n, split=split)
+            best = measure(path, names, args.repeats)
+            base = best["default"]
+            print(f"## {len(names)} conventions, {n} samples: teacher 768-d + 4 students 512-d x "
+                  "3 conditions, float16, " + ("10 labels, train/test split 5:1" if split else
+                                               "no labels, no split"))
+            for name in names:
+                print(f"{'one convention: ' + name:<58} {best[name]:8.2f}s "
+                      f"{best[name] / base:5.2f}x")
+            alone = sum(best[name] for name in names)
+            print(f"{'every convention, one analysis each (sum)':<58} {alone:8.2f}s "
+                  f"{alone / base:5.2f}x")
+            print(f"{'--convention all (one pass)':<58} {best['all']:8.2f}s "
+                  f"{best['all'] / base:5.2f}x  (target <= 1.30x)")
+        print(f"peak RSS {status_mib('VmHWM'):.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
