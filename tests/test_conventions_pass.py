@@ -84,6 +84,13 @@ def test_several_conventions_round_trip_through_netcdf_and_the_cli(demo, tmp_pat
     single = _analyze(demo, convention="rankme")
     np.testing.assert_allclose(one_convention(loaded, "rankme")["effective_rank"],
                                single["effective_rank"], rtol=1e-12)
+    page = tmp_path / "c.html"  # compare: each convention of the file is a run
+    assert main(["compare", str(out), "-o", str(page)]) == 0
+    assert "the same features under 2 conventions" in page.read_text()
+    assert main(["compare", str(out), "-o", str(tmp_path / "c.nc")]) == 0
+    runs = load_results(tmp_path / "c.nc")
+    assert list(runs["run"].values) == ["r[rankme]", "r[default]"]
+    assert list(runs["run_convention"].values) == ["rankme", "default"]
     again = tmp_path / "again.nc"
     save_results(one_convention(loaded, "default"), again)
     assert load_results(again).attrs["convention"] == "default"

@@ -108,8 +108,9 @@ def _rank(combined: xr.Dataset, run: str, model: str, estimator: str | None = No
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
-    cells = "".join(f"<th{' class=l' if i == 0 else ''}>{html.escape(h)}</th>"
-                    for i, h in enumerate(head))
+    # long run and convention names may break after an underscore, so every column fits
+    cells = "".join(f"<th{' class=l' if i == 0 else ''}>"
+                    f"{html.escape(h).replace('_', '_<wbr>')}</th>" for i, h in enumerate(head))
     body = "".join("<tr>" + "".join(
         f"<td{' class=l' if i == 0 else ''}>{html.escape(c)}</td>" for i, c in enumerate(row))
         + "</tr>" for row in rows)
@@ -158,9 +159,10 @@ def _runs(combined: xr.Dataset) -> str:
 
 
 def _collapse(combined: xr.Dataset, papers: Sequence[str]) -> str:
+    """Student / teacher rank: a student per row and a run per column, then the papers'."""
     from .. import papers as registry
 
-    rows = []
+    ratios: dict[str, dict[str, float]] = {}
     for run in (str(r) for r in combined.run.values):
         roles = combined["role"].sel(run=run)
         teacher = [str(m) for m, role in zip(combined.model.values, roles.values)
@@ -170,9 +172,13 @@ def _collapse(combined: xr.Dataset, papers: Sequence[str]) -> str:
         t = _rank(combined, run, teacher[0])
         for m, role in zip(combined.model.values, roles.values):
             if role == "student":
-                s = _rank(combined, run, str(m))
-                rows.append([f"run {run}", str(m), str(combined["run_convention"].sel(
-                    run=run).values), _fmt(s / t if t else float("nan"))])
+                ratios.setdefault(run, {})[str(m)] = (_rank(combined, run, str(m)) / t
+                                                      if t else float("nan"))
+    students = list(dict.fromkeys(m for per in ratios.values() for m in per))
+    out = _table(["student"] + list(ratios),
+                 [[m] + [_fmt(ratios[r].get(m, float("nan"))) for r in ratios]
+                  for m in students]) if ratios else ""
+    rows = []
     for paper in papers:
         numbers = registry.numbers(paper, metric="effective_rank")
         for t in (n for n in numbers if n.role == "teacher"):
@@ -181,7 +187,9 @@ def _collapse(combined: xr.Dataset, papers: Sequence[str]) -> str:
                                                                          t.dataset):
                     rows.append([f"paper {paper}", s.model, s.convention,
                                  _fmt(s.value / t.value)])
-    return _table(["source", "student", "convention", "student / teacher rank"], rows)
+    if rows:
+        out += _table(["source", "student", "convention", "student / teacher rank"], rows)
+    return out
 
 
 def _registry(combined: xr.Dataset, papers: Sequence[str]) -> str:

@@ -98,17 +98,17 @@ def conversion_table(results: xr.Dataset) -> str:
     clean = str(results.condition.values[kinds.index("clean") if "clean" in kinds else 0])
     layers = [str(v) for v in results.layer.values]
     layer = "embedding" if "embedding" in layers else layers[0]
-    heads = {name: f"{name} ({part.attrs.get('convention_primary', 'erank_variance')})"
-             for name, part in parts.items()}
-    width = max(16, *(len(h) for h in heads.values()))
-    lines = [f"the same features under {len(parts)} conventions ({clean}, {layer}):",
-             f"{'model':<20} " + " ".join(f"{h:>{width}}" for h in heads.values())]
+    lines = [f"the same features under {len(parts)} conventions ({clean}, {layer}), each "
+             "column its headline estimator:"]
+    lines += [f"  [{i}] {name} ({part.attrs.get('convention_primary', 'erank_variance')})"
+              for i, (name, part) in enumerate(parts.items(), 1)]
+    lines.append(f"{'model':<20}" + "".join(f"{f'[{i}]':>9}" for i in range(1, len(parts) + 1)))
     for m in results.model.values:
         values = []
         for part in parts.values():
             primary = part.attrs.get("convention_primary", "erank_variance")
             values.append(_value(part, primary, model=m, condition=clean, layer=layer))
-        lines.append(f"{m:<20} " + " ".join(f"{v:>{width}.2f}" for v in values))
+        lines.append(f"{m:<20}" + "".join(f"{v:>9.2f}" for v in values))
     return "\n".join(lines)
 
 
