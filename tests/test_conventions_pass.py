@@ -104,3 +104,17 @@ def test_one_convention_refuses_a_name_it_does_not_hold(demo):
     together = _analyze(demo, convention="default,rankme", metrics="erank_variance")
     with pytest.raises(ds.InputError, match="no convention 'arxiv_2603_06698'"):
         one_convention(together, "arxiv_2603_06698")
+
+
+def test_the_memory_check_counts_each_way_of_preparing_rows_once(demo, monkeypatch):
+    from distillscope.engine import plan as plan_module
+
+    def need(spec):
+        plans = _analyze(demo, convention=spec, dry_run=True)
+        return sum(plan_module.pass_memory(plans if isinstance(plans, list) else [plans]).values())
+
+    # rankme prepares rows as default does (shared statistics); arxiv_2603_06698 has its own
+    assert need("default,rankme") == need("default") < need("default,arxiv_2603_06698")
+    monkeypatch.setattr(plan_module, "available_memory", lambda: 1 << 20)  # 1 MiB
+    with pytest.raises(ds.InputError, match="this analysis holds about .* memory is available"):
+        _analyze(demo, convention="default,arxiv_2603_06698")

@@ -14,7 +14,7 @@ from ..results.conventions import stack_conventions
 from .executor import run_plans
 from .finalize import compute_plans
 from .options import AnalysisOptions
-from .plan import Plan, build_plan
+from .plan import Plan, build_plan, check_memory
 
 __all__ = ["analyze", "AnalysisNote"]
 
@@ -68,8 +68,7 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
         plans = [build_plan(st, options.for_convention(c)) for c in options.conventions()]
         if dry_run:
             return plans if options.several else plans[0]
-        for plan in plans:
-            plan.check_memory()
+        check_memory(plans)
         for note in dict.fromkeys(note for plan in plans for note in plan.notes):
             warnings.warn(note, AnalysisNote, stacklevel=2)
         values = compute_plans(plans, run_plans(plans))

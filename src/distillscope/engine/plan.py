@@ -32,7 +32,8 @@ from ..store import LayerInfo, Store
 from .options import AnalysisOptions
 from .pooling import pooled_width, resolve_pooling
 
-__all__ = ["Representation", "Split", "Plan", "build_plan", "union_plan"]
+__all__ = ["Representation", "Split", "Plan", "build_plan", "union_plan", "check_memory",
+           "pass_memory"]
 
 Key = tuple[str, str, str]  # (model, condition, layer)
 
@@ -200,16 +201,7 @@ class Plan:
 
     def check_memory(self) -> None:
         """Refuse, before reading, a plan that needs more memory than is available."""
-        memory = self.memory()
-        need, have = sum(memory.values()), available_memory()
-        if need <= have:
-            return
-        part = max(memory, key=memory.get)
-        raise InputError(
-            f"{self.store.path}: this analysis holds about {need / 2**30:.1f} GiB ({part}: "
-            f"{memory[part] / 2**30:.1f} GiB) but {have / 2**30:.1f} GiB of memory is available;"
-            " select fewer models, layers or metrics (--metrics: mutual_knn, uniformity, "
-            "infonce_loss and the probes hold every sample), or smaller blocks (--rows)")
+        check_memory([self])
 
     def describe(self) -> str:
         """The plan in words: what is read, what is computed, bytes and memory."""
@@ -239,6 +231,36 @@ class Plan:
         return "\n".join(lines)
 
     __str__ = describe
+
+
+def pass_memory(plans: Sequence[Plan]) -> dict[str, int]:
+    """Bytes the plans of one pass (one per convention) hold together: moments and cross
+    moments once per way of preparing rows (``executor.preparation``: plans alike share them),
+    everything else (blocks, held rows, spatial spectra) once, at its largest."""
+    per = [p.memory() for p in plans]
+    own = ("moments", "cross moments")
+    groups: dict[tuple, int] = {}
+    for plan, memory in zip(plans, per):
+        key = (plan.l2, None if plan.subset is None else plan.subset.tobytes())
+        groups[key] = max(groups.get(key, 0), sum(memory[k] for k in own))
+    memory = {k: max(m[k] for m in per) for k in per[0] if k not in own}
+    memory["moments and cross moments"] = sum(groups.values())
+    return memory
+
+
+def check_memory(plans: Sequence[Plan]) -> None:
+    """Refuse, before reading, the plans of one pass when together they need more memory than
+    is available (``pass_memory``)."""
+    memory = pass_memory(plans)
+    need, have = sum(memory.values()), available_memory()
+    if need <= have:
+        return
+    part = max(memory, key=memory.get)
+    raise InputError(
+        f"{plans[0].store.path}: this analysis holds about {need / 2**30:.1f} GiB ({part}: "
+        f"{memory[part] / 2**30:.1f} GiB) but {have / 2**30:.1f} GiB of memory is available;"
+        " select fewer models, layers, metrics or conventions (--metrics: mutual_knn, "
+        "uniformity, infonce_loss and the probes hold every sample), or smaller blocks (--rows)")
 
 
 # ---------------------------------------------------------------------------------- building
