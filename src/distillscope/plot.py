@@ -67,6 +67,12 @@ def reference_condition(results: xr.Dataset, condition: str | None = None) -> st
                else results.condition.values[0])
 
 
+def headline_layer(results: xr.Dataset) -> str:
+    """The layer headline numbers are read at: ``embedding``, else the first layer."""
+    layers = [str(v) for v in results.layer.values]
+    return "embedding" if "embedding" in layers else layers[0]
+
+
 def _models(results: xr.Dataset, models: Sequence[str] | None, condition: str, layer: str) -> list[str]:
     names = list(map(str, results.model.values)) if models is None else list(models)
     return [m for m in names

@@ -21,10 +21,10 @@ from ..metrics.tokens import as_tokens
 from ..store import nonfinite_message
 from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumulator,
                            MomentsAccumulator, RowsAccumulator, SpatialAccumulator)
-from .plan import Key, Plan, union_plan
+from .plan import Key, Plan, preparation, union_plan
 from .pooling import pool
 
-__all__ = ["Block", "Reads", "accumulators", "run", "run_plans", "preparation"]
+__all__ = ["Block", "Reads", "accumulators", "run", "run_plans"]
 
 
 class Reads:
@@ -204,18 +204,6 @@ def _by_condition(plan: Plan, accs: dict[str, dict]) -> dict[str, list]:
 def run(plan: Plan) -> dict[str, dict]:
     """Stream the store once and return the finalized statistics by kind and key."""
     return run_plans([plan])[0]
-
-
-#: what each statistic's accumulators read besides the stored rows: the prepared rows
-#: (normalisation and subset), the analysed subset only, or nothing (all pooled rows)
-DEPENDS = {"moments": ("l2", "subset"), "pair": ("l2", "subset"), "maps": ("subset",),
-           "images": ("subset",), "drift": ("subset",), "samples": ()}
-
-
-def preparation(plan: Plan, statistic: str = "moments") -> tuple:
-    """What a statistic's accumulators depend on in ``plan``: plans equal in it share them."""
-    subset = None if plan.subset is None else plan.subset.tobytes()
-    return tuple({"l2": plan.l2, "subset": subset}[d] for d in DEPENDS[statistic])
 
 
 def run_plans(plans: list[Plan]) -> list[dict[str, dict]]:

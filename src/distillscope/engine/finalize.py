@@ -58,22 +58,29 @@ def _token(*parts) -> tuple:
     return tuple(repr(sorted(p.items())) if isinstance(p, dict) else p for p in parts)
 
 
-def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], object],
-           token: tuple) -> None:
-    """Compute one value (or take it from the memo: same metric, entry and ``token``)."""
-    key = (metric.name, index) + token
-    value = values.memo.get(key)
-    if value is None:
+def _memoized(values: Values, key: tuple, call: Callable[[], object],
+              family: str | None = None) -> object:
+    """``call()`` once per ``key`` of the pass (``_REFUSED`` where the array layer refuses
+    it: ``InputError``), timed under ``family``."""
+    if key not in values.memo:
         start = time.perf_counter()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DegenerateWarning)
-                value = call()
+                values.memo[key] = call()
         except InputError:
-            value = _REFUSED  # refused for this entry: the fill value stays
+            values.memo[key] = _REFUSED
         finally:
-            values.timed(metric.family, start)
-        values.memo[key] = value
+            if family is not None:
+                values.timed(family, start)
+    return values.memo[key]
+
+
+def _apply(metric: Metric, values: Values, index: tuple, call: Callable[[], object],
+           token: tuple) -> None:
+    """Compute one value (or take it from the memo: same metric, entry and ``token``); a
+    refused entry keeps its fill value."""
+    value = _memoized(values, (metric.name, index) + token, call, metric.family)
     if value is not _REFUSED:
         values.put(metric, index, value)
 
@@ -277,15 +284,11 @@ def _clean_condition(plan: Plan, stats: dict[str, dict], values: Values) -> None
         probes = values.memo[memo_key]
         for m in probing:
             args = m.arguments(plan.convention)
-            call_key = (m.name, (model, layer)) + memo_key + _token(args)
-            if call_key not in values.memo:
-                try:
-                    values.memo[call_key] = m.compute(probes, **args)
-                except InputError:  # a single class, say: no probe for this layer
-                    values.memo[call_key] = _REFUSED
-            if values.memo[call_key] is _REFUSED:
+            per_condition = _memoized(values, (m.name, (model, layer)) + memo_key + _token(args),
+                                      lambda m=m, a=args: m.compute(probes, **a))
+            if per_condition is _REFUSED:  # a single class, say: no probe for this layer
                 continue
-            for condition, value in values.memo[call_key].items():
+            for condition, value in per_condition.items():
                 values.put(m, (model, condition, layer), value)
         if probes.info:
             values.probe_info.append(probes.info)

@@ -33,7 +33,7 @@ from .options import AnalysisOptions
 from .pooling import pooled_width, resolve_pooling
 
 __all__ = ["Representation", "Split", "Plan", "build_plan", "union_plan", "check_memory",
-           "pass_memory"]
+           "pass_memory", "preparation"]
 
 Key = tuple[str, str, str]  # (model, condition, layer)
 
@@ -233,15 +233,28 @@ class Plan:
     __str__ = describe
 
 
+#: what each statistic's accumulators read besides the stored rows: the prepared rows
+#: (normalisation and subset), the analysed subset only, or nothing (all pooled rows)
+DEPENDS = {"moments": ("l2", "subset"), "pair": ("l2", "subset"), "maps": ("subset",),
+           "images": ("subset",), "drift": ("subset",), "samples": ()}
+
+
+def preparation(plan: Plan, statistic: str = "moments") -> tuple:
+    """What a statistic's accumulators depend on in ``plan``: plans equal in it share them
+    (``executor.run_plans``)."""
+    subset = None if plan.subset is None else plan.subset.tobytes()
+    return tuple({"l2": plan.l2, "subset": subset}[d] for d in DEPENDS[statistic])
+
+
 def pass_memory(plans: Sequence[Plan]) -> dict[str, int]:
     """Bytes the plans of one pass (one per convention) hold together: moments and cross
-    moments once per way of preparing rows (``executor.preparation``: plans alike share them),
+    moments once per way of preparing rows (``preparation``: plans alike share them),
     everything else (blocks, held rows, spatial spectra) once, at its largest."""
     per = [p.memory() for p in plans]
     own = ("moments", "cross moments")
     groups: dict[tuple, int] = {}
     for plan, memory in zip(plans, per):
-        key = (plan.l2, None if plan.subset is None else plan.subset.tobytes())
+        key = preparation(plan)
         groups[key] = max(groups.get(key, 0), sum(memory[k] for k in own))
     memory = {k: max(m[k] for m in per) for k in per[0] if k not in own}
     memory["moments and cross moments"] = sum(groups.values())

@@ -87,6 +87,14 @@ class Samples:
         self._wanted: dict = {"knn": 0, "exp": set(), "train": 0}
         self._train_split: tuple[np.ndarray, np.ndarray] | None = None
         self._products: dict | None = None
+        self._derived: dict = {}
+
+    def cached(self, key, compute):
+        """``compute()`` once: what is derived from these rows (with others, say) is shared by
+        every metric and pair that reads it."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     @property
     def n(self) -> int:

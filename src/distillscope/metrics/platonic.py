@@ -67,18 +67,55 @@ def clip_outliers(layers: Sequence[np.ndarray], q: float = CLIP_QUANTILE) -> lis
     return clip(layers) if len(widths) == 1 else [clip([x])[0] for x in layers]
 
 
-def _candidates(layers: list[np.ndarray]) -> list[Samples]:
-    """Each layer, then their concatenation (one layer: itself only)."""
-    found = list(layers) + ([np.concatenate(layers, axis=1)] if len(layers) > 1 else [])
-    return [Samples(x) for x in found]
+def _neighbour_lists(layers: Sequence[np.ndarray], k: int, q: float) -> list[np.ndarray]:
+    """The k-NN lists of one model's candidates: each clipped layer, then their concatenation
+    (one layer: itself only)."""
+    clipped = clip_outliers(layers, q)
+    found = clipped + ([np.concatenate(clipped, axis=1)] if len(clipped) > 1 else [])
+    return [Samples(x).neighbours(k) for x in found]
+
+
+def _shared_lists(side: Sequence[Samples], k: int, q: float) -> list[np.ndarray]:
+    """``_neighbour_lists`` of one model's held layers, computed once per pass (a teacher's
+    serve every student), cached on its first layer."""
+    return side[0].cached(("mutual_knn_best", tuple(id(s) for s in side), k, q),
+                          lambda: _neighbour_lists([s.values for s in side], k, q))
+
+
+def _best(xs: list[np.ndarray], ys: list[np.ndarray], n: int, k: int) -> float:
+    from .._kernels import knn_overlap
+
+    best = 0.0
+    for a in xs:
+        for b in ys:
+            best = max(best, knn_overlap(np.ascontiguousarray(a), np.ascontiguousarray(b))
+                       / (n * k))
+    return float(best)
+
+
+def _check(x_layers: Sequence, y_layers: Sequence, k: int) -> int:
+    """The common row count, after checking the layers and k."""
+    if not x_layers or not y_layers:
+        raise InputError("mutual_knn_best needs at least one layer of each model")
+    n = {x.shape[0] for x in list(x_layers) + list(y_layers)}
+    if len(n) != 1:
+        raise InputError(f"every layer must hold the same samples; got row counts {sorted(n)}")
+    n = n.pop()
+    if not 1 <= int(k) < n:
+        raise InputError(f"k must lie in 1..n-1 = {n - 1}; got {k}")
+    return n
+
+
+def _from_samples(tx: Sequence[Samples], sy: Sequence[Samples], k: int, q: float) -> float:
+    n = _check([t.held for t in tx], [s.held for s in sy], k)
+    return _best(_shared_lists(tx, int(k), q), _shared_lists(sy, int(k), q), n, int(k))
 
 
 @metric("mutual_knn_best", long_name="mutual k-NN alignment, best layer pair", units="1",
         takes=TEACHER_STUDENT_MODELS, statistic="samples", anchor="mutual-knn-best-layer-pair",
         source="Huh et al., arXiv 2405.07987 (measure_alignment.py)", default=False,
         params={"k": KNN_K, "q": CLIP_QUANTILE},
-        compute=lambda tx, sy, k, q: mutual_knn_best([t.values for t in tx],
-                                                     [s.values for s in sy], k=k, q=q),
+        compute=_from_samples,
         definition="max over teacher x student layer pairs, the concatenation of all layers "
                    "included, of mutual kNN (k = 10, cosine, self excluded) after clamping each "
                    "model to the mean per-sample 95th percentile of |x|")
@@ -99,21 +136,6 @@ def mutual_knn_best(x_layers: Sequence[np.ndarray], y_layers: Sequence[np.ndarra
     -------
     float in [0, 1]
     """
-    from .._kernels import knn_overlap
-
-    if not x_layers or not y_layers:
-        raise InputError("mutual_knn_best needs at least one layer of each model")
-    n = {x.shape[0] for x in list(x_layers) + list(y_layers)}
-    if len(n) != 1:
-        raise InputError(f"every layer must hold the same samples; got row counts {sorted(n)}")
-    n, k = n.pop(), int(k)
-    if not 1 <= k < n:
-        raise InputError(f"k must lie in 1..n-1 = {n - 1}; got {k}")
-    xs = [c.neighbours(k) for c in _candidates(clip_outliers(x_layers, q))]
-    ys = [c.neighbours(k) for c in _candidates(clip_outliers(y_layers, q))]
-    best = 0.0
-    for a in xs:
-        for b in ys:
-            best = max(best, knn_overlap(np.ascontiguousarray(a), np.ascontiguousarray(b))
-                       / (n * k))
-    return float(best)
+    n = _check(x_layers, y_layers, k)
+    return _best(_neighbour_lists(x_layers, int(k), q), _neighbour_lists(y_layers, int(k), q),
+                 n, int(k))

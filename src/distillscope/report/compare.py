@@ -32,19 +32,10 @@ import xarray as xr
 from .._errors import InputError
 from ..conventions import library_convention
 from .._version import __version__
+from ..plot import headline_layer, reference_condition
 from .page import page_head, png
 
 __all__ = ["combine", "render_comparison", "write_comparison"]
-
-
-def _embedding(results: xr.Dataset) -> str:
-    layers = [str(v) for v in results.layer.values]
-    return "embedding" if "embedding" in layers else layers[0]
-
-
-def _clean(results: xr.Dataset) -> str:
-    kinds = [str(k) for k in results["condition_kind"].values]
-    return str(results.condition.values[kinds.index("clean") if "clean" in kinds else 0])
 
 
 def combine(runs: Sequence[xr.Dataset], names: Sequence[str]) -> xr.Dataset:
@@ -71,8 +62,8 @@ def combine(runs: Sequence[xr.Dataset], names: Sequence[str]) -> xr.Dataset:
             run_store=("run", [str(r.attrs.get("store", ""))]),
             run_store_created=("run", [str(r.attrs.get("store_created", ""))]),
             run_n_samples=("run", [int(r.attrs.get("n_samples", -1))]),
-            run_clean_condition=("run", [_clean(r)]),
-            run_layer=("run", [_embedding(r)])))
+            run_clean_condition=("run", [reference_condition(r)]),
+            run_layer=("run", [headline_layer(r)])))
     out = xr.concat(parts, dim="run", join="outer", combine_attrs="drop", fill_value={
         "role": "", "estimator_center": -1})
     out["run"].attrs["long_name"] = "results file compared"

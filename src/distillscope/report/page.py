@@ -106,11 +106,11 @@ def _cell(value, fmt: str = "{:.3f}") -> str:
 
 
 def _headline(results: xr.Dataset) -> str:
-    from ..plot import reference_condition
+    from ..plot import headline_layer, reference_condition
     from .tables import headline
 
     clean = reference_condition(results, None)
-    layer = "embedding" if "embedding" in results.layer.values else str(results.layer.values[0])
+    layer = headline_layer(results)
     labels, rows = headline(results, clean, layer)
     cols = ["model", "role", "architecture", "parameters"] + labels
     body = []

@@ -12,8 +12,8 @@ import xarray as xr
 
 from ..metrics.registry import metrics
 
-__all__ = ["columns", "conversion_table", "rank_table", "alignment_table", "robustness_table", "console_tables",
-           "headline"]
+__all__ = ["columns", "conversion_table", "rank_table", "alignment_table", "robustness_table",
+           "console_tables", "headline"]
 
 
 def columns(table: str, results: xr.Dataset | None = None) -> list[tuple[str, str]]:
@@ -91,13 +91,11 @@ def conversion_table(results: xr.Dataset) -> str:
     """Results of several conventions (``results.stack_conventions``): each model's primary
     effective rank under each convention, clean condition, embedding layer (the first layer
     without one) -- the same features, every convention."""
+    from ..plot import headline_layer, reference_condition
     from ..results.conventions import convention_names, one_convention
 
     parts = {name: one_convention(results, name) for name in convention_names(results)}
-    kinds = [str(k) for k in results["condition_kind"].values]
-    clean = str(results.condition.values[kinds.index("clean") if "clean" in kinds else 0])
-    layers = [str(v) for v in results.layer.values]
-    layer = "embedding" if "embedding" in layers else layers[0]
+    clean, layer = reference_condition(results), headline_layer(results)
     lines = [f"the same features under {len(parts)} conventions ({clean}, {layer}), each "
              "column its headline estimator:"]
     lines += [f"  [{i}] {name} ({part.attrs.get('convention_primary', 'erank_variance')})"
