@@ -178,3 +178,30 @@ def test_unit_rows_into():
     x = src.astype(np.float64)
     np.testing.assert_allclose(out, x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True),
                                                    1e-12), rtol=1e-15)
+
+
+def test_add_upper():
+    full = RNG.standard_normal((6, 6))
+    packed = np.ones(21)
+    k.add_upper(full, packed)
+    np.testing.assert_array_equal(packed, 1 + full[np.triu_indices(6)])
+
+
+def test_unpack_upper():
+    a = RNG.standard_normal((2, 5, 5))
+    a = a + a.transpose(0, 2, 1)
+    out = np.empty_like(a)
+    k.unpack_upper(np.stack([m[np.triu_indices(5)] for m in a]), out)
+    np.testing.assert_array_equal(out, a)
+
+
+def test_group_drift_sums():
+    clean = RNG.standard_normal((11, 4)).astype(np.float32)
+    clean[3] = 0.0
+    noisy = clean + RNG.standard_normal((11, 4)).astype(np.float32)
+    group = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
+    out = np.zeros((3, 4))
+    k.group_drift_sums(clean, noisy, group, out)
+    for g in range(3):
+        np.testing.assert_allclose(out[g], k.drift_sums(clean[group == g], noisy[group == g]),
+                                   rtol=1e-12)

@@ -191,14 +191,14 @@ def test_huh_best_layer_pair_equals_the_released_code(tmp_path):
 
 
 def test_huh_scores_1024_samples_chosen_by_id_whatever_the_store_order(tmp_path):
-    from distillscope.engine.plan import _splitmix64
+    from distillscope.stats import splitmix64
 
     rng = np.random.default_rng(5)
     n = 1300
     ids = np.arange(n) * 7 + 11
     teacher = rng.standard_normal((n, 20)).astype(np.float32)
     student = (teacher[:, :12] + 0.7 * rng.standard_normal((n, 12))).astype(np.float32)
-    keep = np.sort(np.argsort(_splitmix64(ids), kind="stable")[:1024])
+    keep = np.sort(np.argsort(splitmix64(ids), kind="stable")[:1024])
     reference = _platonic([teacher[keep].astype(np.float64)], [student[keep].astype(np.float64)])
     order = rng.permutation(n)
     values = []

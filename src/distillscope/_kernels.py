@@ -17,7 +17,8 @@ import numpy as np
 from numba import njit
 
 __all__ = ["jit_enabled", "prepare_rows", "offer_marked", "offer_tile", "scan_tile", "exp_sum_tile", "knn_overlap", "fold_log_amplitude", "sum_squares",
-           "fletcher32", "widen_half", "narrow_half", "drift_sums", "unit_rows_into"]
+           "fletcher32", "widen_half", "narrow_half", "drift_sums", "unit_rows_into", "add_upper",
+           "unpack_upper", "group_drift_sums"]
 
 _TINY_NORM = 1e-12
 
@@ -374,23 +375,29 @@ def narrow_half(src, bits):  # pragma: no cover - jitted
         bits[i] = np.uint16(out)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _row_drift(clean, noisy, i):  # pragma: no cover - jitted
+    """``(||clean_i||^2, ||noisy_i - clean_i||^2)`` in float64."""
+    norm = 0.0
+    change = 0.0
+    for j in range(clean.shape[1]):
+        c = np.float64(clean[i, j])
+        delta = np.float64(noisy[i, j]) - c
+        norm += c * c
+        change += delta * delta
+    return norm, change
+
+
 @njit(cache=True, nogil=True)
 def drift_sums(clean, noisy):  # pragma: no cover - jitted
     """Sums of the relative drift ``||noisy_i - clean_i|| / ||clean_i||`` over rows with
     ``clean_i != 0``, in float64: (sum, sum of squares, rows counted, rows of zero norm)."""
-    n, d = clean.shape
     total = 0.0
     squared = 0.0
     count = 0
     zero = 0
-    for i in range(n):
-        norm = 0.0
-        change = 0.0
-        for j in range(d):
-            c = np.float64(clean[i, j])
-            delta = np.float64(noisy[i, j]) - c
-            norm += c * c
-            change += delta * delta
+    for i in range(clean.shape[0]):
+        norm, change = _row_drift(clean, noisy, i)
         if norm > 0.0:
             ratio = np.sqrt(change) / np.sqrt(norm)
             total += ratio
@@ -413,3 +420,48 @@ def unit_rows_into(src, out):  # pragma: no cover - jitted
         scale = 1.0 / max(np.sqrt(sumsq), _TINY_NORM)
         for j in range(d):
             out[i, j] = np.float64(src[i, j]) * scale
+
+
+@njit(cache=True, nogil=True)
+def add_upper(full, packed):  # pragma: no cover - jitted
+    """``packed += full[triu_indices(d)]`` (the upper triangle, row by row)."""
+    d = full.shape[0]
+    k = 0
+    for i in range(d):
+        for j in range(i, d):
+            packed[k] += full[i, j]
+            k += 1
+
+
+@njit(cache=True, nogil=True)
+def unpack_upper(packed, out):  # pragma: no cover - jitted
+    """The symmetric ``(R, d, d)`` matrices whose upper triangles are ``packed`` ``(R, P)``:
+    rows of the upper triangle copied in order, the lower one mirrored in 64 x 64 tiles."""
+    d = out.shape[1]
+    for r in range(packed.shape[0]):
+        k = 0
+        for i in range(d):
+            for j in range(i, d):
+                out[r, i, j] = packed[r, k]
+                k += 1
+        for bi in range(0, d, 64):
+            for bj in range(bi, d, 64):
+                for i in range(bi, min(bi + 64, d)):
+                    for j in range(max(bj, i + 1), min(bj + 64, d)):
+                        out[r, j, i] = out[r, i, j]
+
+
+@njit(cache=True, nogil=True)
+def group_drift_sums(clean, noisy, group, out):  # pragma: no cover - jitted
+    """``drift_sums`` by bootstrap group: ``out[g] += (sum, sum of squares, rows counted,
+    rows of zero norm)`` over the rows of group ``g``."""
+    for i in range(clean.shape[0]):
+        norm, change = _row_drift(clean, noisy, i)
+        g = group[i]
+        if norm > 0.0:
+            ratio = np.sqrt(change) / np.sqrt(norm)
+            out[g, 0] += ratio
+            out[g, 1] += ratio * ratio
+            out[g, 2] += 1.0
+        else:
+            out[g, 3] += 1.0

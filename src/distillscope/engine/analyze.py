@@ -10,6 +10,7 @@ import xarray as xr
 from .._errors import InputError
 from ..store import Store, open_store
 from .assemble import assemble
+from .bootstrap import resample
 from ..results.conventions import stack_conventions
 from .executor import run_plans
 from .finalize import compute_plans
@@ -71,7 +72,10 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
         check_memory(plans)
         for note in dict.fromkeys(note for plan in plans for note in plan.notes):
             warnings.warn(note, AnalysisNote, stacklevel=2)
-        values = compute_plans(plans, run_plans(plans))
+        stats = run_plans(plans)
+        values = compute_plans(plans, stats)
+        for plan, statistics, v in zip(plans, stats, values):
+            resample(plan, statistics, v)
         parts = [assemble(plan, v) for plan, v in zip(plans, values)]
         return stack_conventions(parts) if options.several else parts[0]
     finally:

@@ -25,6 +25,8 @@ from ..metrics.neighbours import KNN_K
 from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES, TEACHER_STUDENT,
                                 TEACHER_STUDENT_MODELS, Metric, by_variable)
 from ..metrics.robustness import PROBE
+from ..results.attributes import describe
+from .bootstrap import resampled_metrics
 from .finalize import Values
 from .plan import Plan
 
@@ -112,6 +114,39 @@ def _variable(plan: Plan, values: Values, group: list[Metric], sizes: dict, inde
     return dims, array, attrs
 
 
+def _intervals(plan: Plan, values: Values, sizes: dict, index: dict, present: set) -> dict:
+    """``<variable>_ci`` of every resampled variable: its dimensions and ``bound`` (low,
+    high), NaN where no interval was computed (``engine.bootstrap``)."""
+    options = plan.options
+    method = {"percentile": "percentile", "bca": "bias-corrected and accelerated (BCa)"}
+    out = {}
+    resampled = {m.name for m in resampled_metrics(plan)}
+    for variable, group in by_variable([m for m in plan.metrics if m.interval]):
+        if variable not in present or not any(values.intervals.get(m.name) for m in group):
+            continue
+        left_out = [m.name for m in group if m.name not in resampled]
+        sides = [Values(entries={m.name: {i: ci[side] for i, ci in
+                                          values.intervals.get(m.name, {}).items()}
+                                 for m in group}) for side in (0, 1)]
+        built = [_variable(plan, v, group, sizes, index) for v in sides]
+        dims, _, attrs = built[0]
+        out[f"{variable}_ci"] = (dims + ("bound",), np.stack([b[1] for b in built], axis=-1), {
+            "long_name": f"{options.confidence:.0%} confidence interval of {attrs['long_name']}",
+            "units": attrs["units"],
+            "method": f"group bootstrap, {method[options.interval]} interval",
+            "replicates": options.bootstrap, "groups": options.bootstrap_groups,
+            "confidence": options.confidence, "seed": options.bootstrap_seed,
+            "resampled": "groups of samples by splitmix64(sample id XOR splitmix64(seed)) mod "
+                         "groups; replicate weights multinomial over the groups",
+            "reference": "docs/metrics.md#intervals"})
+        if left_out:
+            out[f"{variable}_ci"][2]["not_resampled"] = (
+                ", ".join(left_out) + ": another spectrum (centred or not) than the primary "
+                "estimator's, which would double the bootstrap's cost (NaN; a convention with "
+                "it as primary resamples it)")
+    return out
+
+
 def _coordinates(plan: Plan, dims_used: set[str], estimators: list[Metric]) -> dict:
     store = plan.store
     infos = [store.models[m] for m in plan.models]
@@ -151,6 +186,9 @@ def _coordinates(plan: Plan, dims_used: set[str], estimators: list[Metric]) -> d
             "long_name": "normalised radial frequency (ring centre)", "units": "1",
             "definition": "sqrt(fx^2 + fy^2) / 0.5; 1 = axis Nyquist"})
         coords["radius_lower"] = ("radius", edges[:-1])
+    if "bound" in dims_used:
+        coords["bound"] = ("bound", ["low", "high"], {
+            "long_name": "bound of the confidence interval", "units": "1"})
     if plan.families:
         coords["family"] = list(plan.families)
         coords["family_size"] = ("family", np.array([len(m) for m in plan.families.values()],
@@ -226,6 +264,9 @@ def assemble(plan: Plan, values: Values) -> xr.Dataset:
         dims, array, attrs = _variable(plan, values, group, sizes, index)
         data_vars[variable] = (dims, array, attrs)
         dims_used.update(dims)
+    if values.intervals:
+        data_vars.update(_intervals(plan, values, sizes, index, set(data_vars)))
+        dims_used.add("bound")
     coords = _coordinates(plan, dims_used, estimators)
     attrs = _run_attributes(plan, values, set(data_vars))
     results = xr.Dataset(data_vars, coords=coords, attrs=attrs)
@@ -235,7 +276,7 @@ def assemble(plan: Plan, values: Values) -> xr.Dataset:
         value = metric.compute(results, **metric.arguments(plan.convention))
         if value is not None:
             results[metric.name] = value.assign_attrs(_attributes(metric, plan))
-    return results
+    return describe(results)
 
 
 def _versions() -> str:

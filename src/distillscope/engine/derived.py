@@ -13,6 +13,7 @@ from ..metrics.frequency import BANDS
 from ..metrics.moments import SecondMoments
 from ..metrics.registry import REGISTRY, REPRESENTATION, RESULTS, Metric, register
 from ..metrics.robustness import frequency_response
+from ..stats import t_interval
 
 __all__ = ["constant_features", "AGGREGATED"]
 
@@ -149,3 +150,49 @@ for _name in AGGREGATED:
             dims=("family", "condition", "layer"), anchor="robustness-from-features",
             family="robustness", definition=_definition.format(_name),
             convention_params=(lambda c: {"ddof": c.seed_ddof}) if _how == "std" else None))
+
+
+def _seed_interval(name: str | None):
+    """Student-t interval over the seeds of each family of ``name`` (None: the primary
+    effective rank), next to the sample intervals of the bootstrap."""
+    def compute(results: xr.Dataset, level: float = 0.95,
+                estimator: str = "erank_variance") -> xr.DataArray | None:
+        if "family" not in results.coords:
+            return None
+        if name is None:
+            if "effective_rank" not in results or estimator not in results.estimator:
+                return None
+            values = results["effective_rank"].sel(estimator=estimator, drop=True)
+        elif name in results:
+            values = results[name]
+        else:
+            return None
+        out = []
+        for family in results.family.values:
+            members = values.sel(model=results.model.values[results["model_family"].values
+                                                           == family]).values
+            found = t_interval(members, level)
+            out.append(np.stack([found["low"], found["high"]], axis=-1))
+        return xr.DataArray(np.stack(out), dims=("family", "condition", "layer", "bound"),
+                            coords={"family": results.family.values,
+                                    "condition": results.condition.values,
+                                    "layer": results.layer.values, "bound": ["low", "high"]})
+
+    return compute
+
+
+_T_DEFINITION = ("mean over the seeds of a family +- t(k - 1, 0.975) s / sqrt(k) (s with ddof 1, "
+                 "k seeds); NaN below 2 seeds")
+register(Metric(
+    name="seed_rank_ci", long_name="95% t-interval over seeds of the primary effective rank",
+    units="dimensions", takes=RESULTS, statistic="results", compute=_seed_interval(None),
+    dims=("family", "condition", "layer", "bound"), anchor="intervals", family="dimensionality",
+    definition=_T_DEFINITION, params={"level": 0.95},
+    convention_params=lambda c: {"estimator": c.primary}))
+for _name in AGGREGATED:
+    register(Metric(
+        name=f"{_name}_seed_ci", long_name=f"95% t-interval over seeds of {REGISTRY[_name].long_name}",
+        units=REGISTRY[_name].units, takes=RESULTS, statistic="results",
+        compute=_seed_interval(_name), dims=("family", "condition", "layer", "bound"),
+        anchor="intervals", family="robustness", definition=_T_DEFINITION,
+        params={"level": 0.95}))

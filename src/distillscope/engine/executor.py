@@ -18,7 +18,9 @@ from .._scratch import POOL
 from ..metrics.frequency import tokens_to_maps
 from ..metrics.moments import NonFiniteError, Prepared, RowPreparer
 from ..metrics.tokens import as_tokens
+from ..stats import sample_groups
 from ..store import nonfinite_message
+from .bootstrap import group_accumulators
 from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumulator,
                            MomentsAccumulator, RowsAccumulator, SpatialAccumulator)
 from .plan import Key, Plan, preparation, union_plan
@@ -70,6 +72,8 @@ class Block:
         self._preparers = preparers
         self._prepared: dict[Key, tuple[Prepared, np.ndarray]] = {}
         self._analysed: dict[Key, Prepared] = {}
+        self._grouping: tuple | None = None
+        self._grouped: dict[Key, tuple] = {}
         # the analysed samples of the block (``Plan.subset``): block-relative indices, and
         # their positions among all analysed samples (which cross-validation fold they are in)
         subset = plan.subset
@@ -145,6 +149,27 @@ class Block:
         """``maps(key)`` restricted to the analysed samples."""
         return self._pick(self.maps(key))
 
+    def grouping(self, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bootstrap groups of the analysed samples (``stats.sample_groups``): each row's
+        group, the order that sorts rows by group, and each group's bounds in that order."""
+        if self._grouping is None:
+            ids = self.plan.store.sample_ids[self.start:self.stop]
+            group = sample_groups(self._pick(ids), groups, seed)
+            order = np.argsort(group, kind="stable")
+            bounds = np.searchsorted(group[order], np.arange(groups + 1))
+            self._grouping = (group, order, bounds)
+        return self._grouping
+
+    def grouped(self, key: Key, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+        """The analysed prepared rows sorted by bootstrap group (float64 and float32) and
+        their squared norms, computed once per block whichever group sums read them."""
+        if key not in self._grouped:
+            _, order, _ = self.grouping(groups, seed)
+            z = self.analysed(key).z[order]
+            self._grouped[key] = (z, z.astype(np.float32), np.einsum("ij,ij->i", z, z))
+        return self._grouped[key]
+
     def shift(self, key: Key) -> np.ndarray:
         """The shift the representation's rows are prepared about."""
         return self._preparers[key].shift
@@ -156,6 +181,8 @@ class Block:
             POOL.give(self._prepared.pop(key)[1])
         for key in [k for k in self._analysed if condition is None or k[1] == condition]:
             del self._analysed[key]
+        for key in [k for k in self._grouped if condition is None or k[1] == condition]:
+            del self._grouped[key]
         if self._owns_reads:
             self.reads.release(condition)
 
@@ -183,6 +210,7 @@ def accumulators(plan: Plan) -> dict[str, dict]:
         "drift": {p: DriftPairAccumulator(p) for p in sorted(needs["drift"], key=_pair_order(plan))},
         "samples": {k: RowsAccumulator(k, reps[k].held_dtype) for k in reps
                     if k in needs["samples"]},
+        **group_accumulators(plan),
     }
 
 
@@ -194,9 +222,11 @@ def _pair_order(plan: Plan):
 def _by_condition(plan: Plan, accs: dict[str, dict]) -> dict[str, list]:
     """Each condition's accumulators: its representations' own, then the pairs it ends."""
     out: dict[str, list] = {c: [] for c in plan.condition_order()}
-    for statistic in ("moments", "maps", "images", "samples", "pair", "drift"):
+    for statistic in ("moments", "maps", "images", "samples", "pair", "drift", "group_moments",
+                      "group_pair", "group_drift"):
         for key, acc in accs[statistic].items():
-            condition = key[1][1] if statistic in ("pair", "drift") else key[1]
+            condition = key[1][1] if statistic in ("pair", "drift", "group_pair",
+                                                   "group_drift") else key[1]
             out[condition].append(acc)
     return out
 

@@ -42,6 +42,10 @@ class Values:
     #: values already computed, shared by the plans of one pass (``compute_plans``): a metric
     #: with the same arguments on the same statistic objects is computed once
     memo: dict[tuple, object] = field(default_factory=dict)
+    #: ``intervals[metric name][index]``: (low, high) of the bootstrap (``engine.bootstrap``)
+    intervals: dict[str, dict[tuple, np.ndarray]] = field(default_factory=dict)
+    #: the fitted probes of each (model, layer), whose test samples the bootstrap resamples
+    probes: dict[tuple, Probes] = field(default_factory=dict)
 
     def put(self, metric: Metric, index: tuple, value) -> None:
         self.entries.setdefault(metric.name, {})[index] = value
@@ -222,6 +226,11 @@ def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None
             elif m.statistic == "folds" and folds is not None:
                 _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a),
                        _token(pair_id, args))
+            elif m.statistic == "spectrum":  # from the primary effective ranks
+                ranks = values.entries.get(plan.convention.primary, {})
+                if t_key in ranks and s_key in ranks:
+                    _apply(m, values, index, lambda m=m, t=ranks[t_key], s=ranks[s_key]:
+                           m.compute(t, s), _token(ranks[t_key], ranks[s_key]))
             elif m.statistic == "samples":
                 sx, sy = stats["analysed"][t_key], stats["analysed"][s_key]
                 _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a),
@@ -282,6 +291,7 @@ def _clean_condition(plan: Plan, stats: dict[str, dict], values: Values) -> None
             values.memo[memo_key] = Probes(present[clean], present, plan.store.labels,
                                            (plan.split.train, plan.split.test))
         probes = values.memo[memo_key]
+        values.probes[(model, layer)] = probes
         for m in probing:
             args = m.arguments(plan.convention)
             per_condition = _memoized(values, (m.name, (model, layer)) + memo_key + _token(args),

@@ -47,6 +47,22 @@ class AnalysisOptions:
         external storage); the analysis says what it reads from where.
     progress : bool, default False
         A progress bar on standard error.
+    bootstrap : int, default 0
+        Replicates of the group bootstrap computed in the same pass (0: none; 200 is typical):
+        every metric declared with ``interval`` gets ``<variable>_ci``
+        (``distillscope.engine.bootstrap``, ``docs/metrics.md#intervals``).
+    bootstrap_groups : int, default 32
+        Groups of samples (by a hash of the sample id) the bootstrap resamples; memory grows
+        with it (``docs/performance.md``).
+    confidence : float, default 0.95
+        Level of the intervals.
+    interval : {"bca", "percentile"}
+        Bias-corrected and accelerated (the default: the acceleration from the
+        delete-one-group jackknife, ``G`` more replicates) or percentile intervals
+        (``distillscope.stats``; their coverage: ``docs/metrics.md#intervals``).
+    bootstrap_seed : int, default 0
+        Seeds the groups and the replicate draws (with the sample ids alone: shards, blocks
+        and reruns agree).
     """
 
     models: tuple[str, ...] | None = None
@@ -62,6 +78,11 @@ class AnalysisOptions:
     allow_incomplete: bool = False
     allow_external: bool = False
     progress: bool = False
+    bootstrap: int = 0
+    bootstrap_groups: int = 32
+    confidence: float = 0.95
+    interval: str = "bca"
+    bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("models", "conditions", "layers", "metrics"):
@@ -74,6 +95,21 @@ class AnalysisOptions:
         if not isinstance(self.convention, (str, Convention)):
             object.__setattr__(self, "convention", tuple(self.convention))
         self.conventions()  # an unknown convention fails here, before any work
+        self._check_bootstrap()
+
+    def _check_bootstrap(self) -> None:
+        from ..stats import INTERVAL_METHODS
+
+        for name, low in (("bootstrap", 0), ("bootstrap_groups", 2), ("bootstrap_seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"{name} must be an integer of at least {low}; got {value!r}")
+        if not 0.0 < float(self.confidence) < 1.0:
+            raise InputError(f"confidence must be between 0 and 1 (0.95 for 95%); got "
+                             f"{self.confidence!r}")
+        if self.interval not in INTERVAL_METHODS:
+            raise InputError(f"interval must be one of {', '.join(INTERVAL_METHODS)}; got "
+                             f"{self.interval!r}")
 
     @classmethod
     def from_keywords(cls, *, alignment: bool = True, frequency: bool = True,

@@ -28,7 +28,9 @@ from ..metrics.pairs import fold_bounds
 from ..metrics.tokens import ENERGY_THRESHOLDS
 from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT,
                                 TEACHER_STUDENT_MODELS, Metric, select)
+from ..stats import splitmix64
 from ..store import LayerInfo, Store
+from .bootstrap import group_memory
 from .options import AnalysisOptions
 from .pooling import pooled_width, resolve_pooling
 
@@ -195,6 +197,7 @@ class Plan:
         clean = self.block_row_bytes(self.reference_condition) if self.reference_condition else 0
         blocks = self.rows * (live + (clean if live != clean else 0))
         return {"blocks": blocks, "moments": moments, "cross moments": cross,
+                "bootstrap groups": group_memory(self),
                 "rows held (sample-level metrics)": rows,
                 "similarity pass (one representation at a time)": unit, "neighbour lists": lists,
                 "spatial spectra": spatial, "token matrices held (shared token basis)": tokens}
@@ -236,7 +239,9 @@ class Plan:
 #: what each statistic's accumulators read besides the stored rows: the prepared rows
 #: (normalisation and subset), the analysed subset only, or nothing (all pooled rows)
 DEPENDS = {"moments": ("l2", "subset"), "pair": ("l2", "subset"), "maps": ("subset",),
-           "images": ("subset",), "drift": ("subset",), "samples": ()}
+           "images": ("subset",), "drift": ("subset",), "samples": (),
+           "group_moments": ("l2", "subset"), "group_pair": ("l2", "subset"),
+           "group_drift": ("subset",)}
 
 
 def preparation(plan: Plan, statistic: str = "moments") -> tuple:
@@ -251,7 +256,7 @@ def pass_memory(plans: Sequence[Plan]) -> dict[str, int]:
     moments once per way of preparing rows (``preparation``: plans alike share them),
     everything else (blocks, held rows, spatial spectra) once, at its largest."""
     per = [p.memory() for p in plans]
-    own = ("moments", "cross moments")
+    own = ("moments", "cross moments", "bootstrap groups")
     groups: dict[tuple, int] = {}
     for plan, memory in zip(plans, per):
         key = preparation(plan)
@@ -306,22 +311,13 @@ def reference_condition(store: Store) -> str | None:
     return next((c for c, attrs in store.conditions.items() if attrs.get("kind") == "clean"), None)
 
 
-def _splitmix64(ids: np.ndarray) -> np.ndarray:
-    """A fixed pseudo-random 64-bit hash of each id (Steele et al.'s splitmix64 finaliser)."""
-    z = ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def derived_split(sample_ids: np.ndarray, labels: np.ndarray,
                   test_fraction: float = DERIVED_TEST_FRACTION) -> Split:
     """A stratified split from the sample ids alone: in each class, the samples of the lowest
     ``splitmix64(id)`` make up ``round(test_fraction * size)`` test samples (at least one
     of each class of two or more), the rest train. The same ids give the same split whatever
     their order or the store they are in."""
-    order = np.lexsort((_splitmix64(sample_ids), labels))
+    order = np.lexsort((splitmix64(sample_ids), labels))
     test = np.zeros(labels.size, dtype=bool)
     sorted_labels = labels[order]
     starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
@@ -442,7 +438,7 @@ def _sample_subset(plan: Plan) -> np.ndarray | None:
     analysed = (np.arange(plan.store.n_samples) if plan.subset is None else plan.subset)
     if wanted is None or analysed.size <= wanted:
         return None
-    ranks = np.argsort(_splitmix64(plan.store.sample_ids[analysed]), kind="stable")
+    ranks = np.argsort(splitmix64(plan.store.sample_ids[analysed]), kind="stable")
     return np.sort(analysed[ranks[:wanted]])
 
 

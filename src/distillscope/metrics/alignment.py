@@ -51,7 +51,7 @@ class DegenerateWarning(UserWarning):
         anchor="linear-cka", source="Kornblith et al., arXiv 1905.00414",
         tables={"alignment": "CKA", "headline": "CKA with teacher"},
         definition="||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F); Kornblith et al., "
-                   "arXiv 1905.00414")
+                   "arXiv 1905.00414", interval=True)
 def linear_cka(x, y=None, *, debiased: bool = False) -> float:
     r"""Linear centred kernel alignment.
 
@@ -91,7 +91,8 @@ def linear_cka(x, y=None, *, debiased: bool = False) -> float:
 @metric("linear_cka_debiased", long_name="debiased linear CKA", units="1", takes=TEACHER_STUDENT,
         statistic="pair", anchor="linear-cka", source="Song et al. 2012 eq. 5, arXiv 0704.2668",
         tables={"alignment": "CKA debiased"},
-        definition="CKA with unbiased HSIC (Song et al. 2012, eq. 5); can be negative")
+        definition="CKA with unbiased HSIC (Song et al. 2012, eq. 5); can be negative",
+        interval=True)
 def linear_cka_debiased(x, y=None) -> float:
     """``linear_cka(x, y, debiased=True)``: CKA of unbiased HSICs; needs n >= 4."""
     return linear_cka(x, y, debiased=True)

@@ -19,7 +19,8 @@ import numpy as np
 
 from .._errors import InputError
 from .moments import SecondMoments
-from .registry import FAMILY, REGISTRY, REPRESENTATION, Metric, metric, register
+from .registry import (FAMILY, REGISTRY, REPRESENTATION, TEACHER_STUDENT, Metric, metric,
+                       register)
 
 __all__ = [
     "ESTIMATORS",
@@ -206,7 +207,7 @@ def _estimator(name: str, center: bool, eps: float, definition: str, compute,
         name=name, long_name="effective rank", units="dimensions", takes=REPRESENTATION,
         statistic="spectrum", compute=compute, function=compute, definition=definition,
         anchor="estimators", source=source, family="dimensionality", variable="effective_rank",
-        coordinate="estimator", center=center, eps=eps, tables=tables or {}))
+        coordinate="estimator", center=center, eps=eps, tables=tables or {}, interval=True))
 
 
 _estimator("erank_variance", True, 0.0,
@@ -237,20 +238,42 @@ for _percent in (90, 95, 99):
 ESTIMATORS: Mapping[str, Metric] = MappingProxyType({
     name: m for name, m in REGISTRY.items() if m.variable == "effective_rank"})
 
+def _collapse_ratio(teacher, student):
+    """Student rank over teacher rank, NaN where the teacher's is not positive (arrays too)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(np.asarray(teacher) > 0, np.divide(student, teacher), np.nan)
+    return float(ratio) if ratio.ndim == 0 else ratio
+
+
+register(Metric(
+    name="collapse_ratio", long_name="collapse ratio: student rank over teacher rank", units="1",
+    takes=TEACHER_STUDENT, statistic="spectrum", family="dimensionality", anchor="intervals",
+    compute=_collapse_ratio, interval=True,
+    tables={"headline": "rank / teacher"},
+    definition="primary effective rank (the convention's) of the student divided by the "
+               "teacher's, same condition; its interval from the same bootstrap replicates"))
+register(Metric(
+    name="rank_difference", long_name="teacher rank minus student rank", units="dimensions",
+    takes=TEACHER_STUDENT, statistic="spectrum", family="dimensionality", anchor="intervals",
+    compute=lambda teacher, student: teacher - student, interval=True,
+    definition="primary effective rank of the teacher minus the student's, same condition; "
+               "a paired difference: its interval from the same bootstrap replicates"))
+
 register(Metric(
     name="spectrum", long_name="covariance eigenvalue", units="feature units squared",
     takes=REPRESENTATION, statistic="spectrum", family="dimensionality", dims=("component",),
     anchor="the-spectrum", source="Jing et al., arXiv 2110.09348 (plot)",
     definition="eigenvalues of Zc^T Zc / (n - 1), descending, float64, values below "
                "lam_max * m * eps set to 0; NaN beyond n_features",
-    compute=np.asarray))
+    compute=np.asarray, interval=True))
 metric("powerlaw_alpha", long_name="power-law decay coefficient", units="1",
        takes=REPRESENTATION, statistic="spectrum", family="dimensionality", anchor="estimators",
        source="alpha-ReQ, Agrawal et al., NeurIPS 2022", tables={"headline": "power-law alpha"},
        definition="WLS of ln(lam_i / sum lam) on [-ln i, 1], weights 1/i, over the ranks "
                   "fit_range (11..100 by default, 4..100 under agrawal_neurips2022); NaN if "
                   "fewer positive eigenvalues than its last rank",
-       convention_params=lambda c: {"fit_range": tuple(c.powerlaw_range)})(powerlaw_alpha)
+       convention_params=lambda c: {"fit_range": tuple(c.powerlaw_range)},
+       interval=True)(powerlaw_alpha)
 
 
 def rank_from_spectrum(lam: np.ndarray, estimator: str, *, eps: float | None = None,

@@ -347,6 +347,18 @@ class SecondMoments:
         self.count += other.count
         return self
 
+    @classmethod
+    def from_sums(cls, shift: np.ndarray, n: float, s: np.ndarray, c: np.ndarray, *,
+                  a: float = 0.0, aa: float = 0.0, w: np.ndarray | None = None,
+                  l2_normalize: bool = False) -> "SecondMoments":
+        """Moments whose rows summed to ``n``, ``s = sum y`` and ``c = sum y y^T`` about
+        ``shift`` (and, given ``w``, the norm sums): a bootstrap replicate's weighted sums
+        (``distillscope.engine.bootstrap``)."""
+        out = cls(len(shift), l2_normalize=l2_normalize, shift=shift, norms=w is not None)
+        out._rows, out.count = None, int(round(n))
+        out._sums = _Sums(out.count, s, c, a, aa, w)
+        return out
+
     def copy(self) -> "SecondMoments":
         """An independent accumulator with the same state."""
         out = SecondMoments(self.n_features, l2_normalize=self.l2_normalize, shift=self.shift,

@@ -71,7 +71,8 @@ TAKES: Mapping[str, tuple[str, ...]] = MappingProxyType({
 STATISTICS: Mapping[str, str] = MappingProxyType({
     "spectrum": "the covariance eigenvalues of one representation, descending: centred or not "
                 "as the convention says; effective-rank estimators also get eps and n_values = "
-                "min(n, d); family metrics get the list of their seeds' centred spectra and eps",
+                "min(n, d); family metrics get the list of their seeds' centred spectra and eps; "
+                "teacher_student metrics get the primary effective ranks of teacher and student",
     "moments": "the representation's SecondMoments and its distillscope.engine Representation",
     "maps": "a SpectrumAccumulator of the representation's spatial maps",
     "images": "a PerImageDims of the representation's token matrices (token and map layers)",
@@ -139,6 +140,10 @@ class Metric:
     at_reference : Any, optional
         ``clean_condition`` metrics: the value at the clean condition itself (0 drift, CKA 1),
         set without computing.
+    interval : bool
+        Resampled by the engine's group bootstrap (``analyze(bootstrap=B)``): the results get
+        ``<variable>_ci`` with its confidence interval (``distillscope.engine.bootstrap``).
+        Only for metrics of the mergeable statistics ``spectrum``, ``pair`` and ``drift``.
     """
 
     name: str
@@ -164,6 +169,7 @@ class Metric:
     eps: float | None = None
     needs: Callable[..., dict] | None = None
     at_reference: Any = None
+    interval: bool = False
 
     def __post_init__(self) -> None:
         if self.takes not in TAKES:
@@ -282,12 +288,12 @@ def by_variable(chosen: list[Metric]) -> Iterator[tuple[str, list[Metric]]]:
 def markdown_table() -> str:
     """The registry as the Markdown table of ``docs/metrics.md`` (a test keeps them equal):
     ``distillscope metrics --markdown`` prints it."""
-    rows = ["| metric | variable | takes | statistic | long name | units | default | definition |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| metric | variable | takes | statistic | long name | units | default | interval "
+            "| definition |", "|---|---|---|---|---|---|---|---|---|"]
     for m in metrics().values():
         variable = m.result_variable + (f"[{m.coordinate}]" if m.coordinate else "")
         dims = f" x {', '.join(m.dims)}" if m.dims else ""
         rows.append(f"| `{m.name}` | `{variable}`{dims} | {m.takes} | {m.statistic} | "
                     f"{m.long_name} | {m.units} | {'yes' if m.default else 'no'} | "
-                    f"[{m.anchor}](#{m.anchor}) |")
+                    f"{'yes' if m.interval else 'no'} | [{m.anchor}](#{m.anchor}) |")
     return "\n".join(rows)

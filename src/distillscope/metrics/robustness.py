@@ -113,13 +113,18 @@ def _as_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _score(predict, tests: Mapping[str, tuple] | Sequence[tuple], what: str) -> dict | list:
-    """Fraction of correct ``predict(x)`` per test set ``(x, y)``, in the shape of ``tests``."""
+def _score(predict, tests: Mapping[str, tuple] | Sequence[tuple], what: str,
+           correct: dict | None = None) -> dict | list:
+    """Fraction of correct ``predict(x)`` per test set ``(x, y)``, in the shape of ``tests``
+    (and, given ``correct``, each test sample's correctness in it)."""
     items = tests.items() if isinstance(tests, Mapping) else enumerate(tests)
     scores = {}
     for key, (x, y) in items:
         x, y = _check_xy(x, y, f"{what} test set {key!r}")
-        scores[key] = float(np.mean(predict(x) == y))
+        hits = predict(x) == y
+        scores[key] = float(np.mean(hits))
+        if correct is not None:
+            correct[key] = hits
     return scores if isinstance(tests, Mapping) else [scores[i] for i in range(len(scores))]
 
 
@@ -135,7 +140,8 @@ def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def probe_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple], *,
                    l2_normalize: bool = True, C: float = PROBE["C"],
-                   max_iter: int = PROBE["max_iter"]) -> tuple[dict | list, dict]:
+                   max_iter: int = PROBE["max_iter"],
+                   correct: dict | None = None) -> tuple[dict | list, dict]:
     """Accuracy of a logistic-regression probe fitted once on clean training features.
 
     Parameters
@@ -145,6 +151,8 @@ def probe_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple
         Test features per condition, scored by the one fitted probe.
     l2_normalize : bool, default True
         Normalise every row to unit norm first (arXiv 2603.06698).
+    correct : dict, optional
+        Filled with each test set's per-sample correctness (boolean arrays), by key.
 
     Returns
     -------
@@ -167,7 +175,7 @@ def probe_accuracy(train_x, train_y, tests: Mapping[str, tuple] | Sequence[tuple
     probe = LogisticRegression(solver=PROBE["solver"], C=C, max_iter=max_iter)
     probe.fit(prep(train_x), train_y)
     n_iter = int(np.max(probe.n_iter_))
-    scores = _score(lambda x: probe.predict(prep(x)), tests, "probe")
+    scores = _score(lambda x: probe.predict(prep(x)), tests, "probe", correct)
     return scores, {"n_iter": n_iter, "converged": n_iter < max_iter}
 
 
@@ -237,6 +245,9 @@ class Probes:
         self.train, self.test = split
         self.info: dict = {}
         self._cache: dict = {}
+        #: per condition, each test sample's correctness under the last accuracy asked for
+        #: (``accuracy`` or ``knn``): what the bootstrap resamples (``engine.bootstrap``)
+        self.last_correct: dict[str, np.ndarray] = {}
 
     def accuracy(self, C: float = PROBE["C"], max_iter: int = PROBE["max_iter"]) -> dict:
         """Probe accuracy per condition (cached); ``info`` gets ``n_iter`` and ``converged``."""
@@ -244,9 +255,13 @@ class Probes:
         if key not in self._cache:
             y_train, y_test = self.labels[self.train], self.labels[self.test]
             tests = {c: (s.values[self.test], y_test) for c, s in self.conditions.items()}
-            self._cache[key], self.info = probe_accuracy(
-                self.clean.values[self.train], y_train, tests, C=C, max_iter=max_iter)
-        return self._cache[key]
+            correct: dict = {}
+            scores, self.info = probe_accuracy(
+                self.clean.values[self.train], y_train, tests, C=C, max_iter=max_iter,
+                correct=correct)
+            self._cache[key] = scores, correct
+        self.last_correct = self._cache[key][1]
+        return self._cache[key][0]
 
     def knn(self, k: int = KNN_K) -> dict:
         """kNN-vote accuracy per condition (cached)."""
@@ -257,7 +272,7 @@ class Probes:
             k = min(k, int(np.count_nonzero(self.train)))
             with self.clean.unit() as clean:
                 reference = clean[self.train]
-            out = {}
+            out, correct = {}, {}
             for name, samples in self.conditions.items():
                 if samples is self.clean:
                     neighbours = self.clean.train_neighbours(k, (self.train, self.test))
@@ -267,9 +282,11 @@ class Probes:
                         query = unit[self.test]
                     neighbours = cross_neighbours(query, reference, k)
                     predicted = knn_vote(neighbours, train_labels)
-                out[name] = float(np.mean(predicted == y_test))
-            self._cache[key] = out
-        return self._cache[key]
+                correct[name] = predicted == y_test
+                out[name] = float(np.mean(correct[name]))
+            self._cache[key] = out, correct
+        self.last_correct = self._cache[key][1]
+        return self._cache[key][0]
 
 
 # ------------------------------------------------------------------------------- declarations
@@ -278,24 +295,26 @@ register(Metric(
     name="feature_drift", long_name="relative feature drift", units="1", takes=CLEAN_CONDITION,
     statistic="drift", compute=lambda drift: drift.mean, function=relative_drift,
     anchor="robustness-from-features", family="robustness", at_reference=0.0,
-    tables={"robustness": "drift"}, definition=_DRIFT))
+    tables={"robustness": "drift"}, definition=_DRIFT, interval=True))
 register(Metric(
     name="feature_drift_std", long_name="spread of the relative feature drift", units="1",
     takes=CLEAN_CONDITION, statistic="drift", compute=lambda drift: drift.std,
     anchor="robustness-from-features", family="robustness", at_reference=0.0,
-    definition="sample standard deviation over samples of the per-sample relative drift"))
+    definition="sample standard deviation over samples of the per-sample relative drift",
+    interval=True))
 register(Metric(
     name="cka_clean_noisy", long_name="linear CKA, clean against the condition", units="1",
     takes=CLEAN_CONDITION, statistic="pair", compute=linear_cka, function=linear_cka,
     anchor="robustness-from-features", family="robustness", at_reference=1.0,
     source="Kornblith et al., arXiv 1905.00414", tables={"robustness": "CKA(clean)"},
-    definition="linear CKA between a layer's clean and corrupted features (Kornblith et al. 2019)"))
+    definition="linear CKA between a layer's clean and corrupted features (Kornblith et al. 2019)",
+    interval=True))
 register(Metric(
     name="cka_clean_noisy_debiased", long_name="debiased linear CKA, clean against the condition",
     units="1", takes=CLEAN_CONDITION, statistic="pair", family="robustness", at_reference=1.0,
     compute=lambda pair: linear_cka(pair, debiased=True), anchor="robustness-from-features",
     source="Song et al. 2012, arXiv 0704.2668",
-    definition="linear CKA with unbiased HSIC (Song et al. 2012)"))
+    definition="linear CKA with unbiased HSIC (Song et al. 2012)", interval=True))
 metric("probe_accuracy", long_name="linear-probe accuracy", units="1", takes=CLEAN_CONDITION,
        statistic="probes", family="robustness", anchor="robustness-from-features",
        source="arXiv 2603.06698", params={"C": PROBE["C"], "max_iter": PROBE["max_iter"]},
@@ -303,11 +322,11 @@ metric("probe_accuracy", long_name="linear-probe accuracy", units="1", takes=CLE
        tables={"robustness": "probe acc", "headline": "probe acc {condition}"},
        definition="LogisticRegression(lbfgs, C=1, max_iter=2000) fitted on L2-normalised clean "
                   "train features, scored on the condition's L2-normalised test features "
-                  "(arXiv 2603.06698)")(probe_accuracy)
+                  "(arXiv 2603.06698)", interval=True)(probe_accuracy)
 metric("knn_accuracy", long_name="kNN accuracy", units="1", takes=CLEAN_CONDITION,
        statistic="probes", family="robustness", anchor="robustness-from-features",
        params={"k": KNN_K}, needs=lambda k: {"train_knn": k},
        compute=lambda probes, k: probes.knn(k),
        tables={"robustness": "kNN acc", "headline": "kNN acc {clean}"},
        definition=f"majority vote of the {KNN_K} most cosine-similar clean train features, "
-                  "scored on the condition's test features")(knn_accuracy)
+                  "scored on the condition's test features", interval=True)(knn_accuracy)

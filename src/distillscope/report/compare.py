@@ -33,6 +33,7 @@ from .._errors import InputError
 from ..conventions import library_convention
 from .._version import __version__
 from ..plot import headline_layer, reference_condition
+from ..results.attributes import COORDINATES, describe
 from .page import page_head, png
 
 __all__ = ["combine", "render_comparison", "write_comparison"]
@@ -66,12 +67,16 @@ def combine(runs: Sequence[xr.Dataset], names: Sequence[str]) -> xr.Dataset:
             run_layer=("run", [headline_layer(r)])))
     out = xr.concat(parts, dim="run", join="outer", combine_attrs="drop", fill_value={
         "role": "", "estimator_center": -1})
-    out["run"].attrs["long_name"] = "results file compared"
     out.attrs = {"title": "distillscope comparison", "distillscope_version": __version__,
                  "runs": ", ".join(names),
                  "note": "each run keeps its convention (run_convention): compare numbers "
                          "only within one convention, or through the conversion table"}
-    return out
+    for name in out.data_vars:  # the runs' own attributes, or the coordinate's it was
+        source = next((r[name].attrs for r in runs if name in r.variables), {})
+        out[name].attrs = {k: v for k, v in (COORDINATES.get(name) or source).items()
+                           if k in ("long_name", "units", "definition", "flag_values",
+                                    "flag_meanings")}
+    return describe(out)
 
 
 def _by_convention(runs: Sequence[xr.Dataset], names: Sequence[str]):

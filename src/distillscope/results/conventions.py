@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .._errors import InputError
+from .attributes import describe
 
 __all__ = ["stack_conventions", "one_convention", "convention_names"]
 
@@ -85,7 +86,7 @@ def stack_conventions(parts: Sequence[xr.Dataset]) -> xr.Dataset:
         "several conventions computed in one pass; every variable has the convention "
         "dimension, and what differs between them are convention_* coordinates "
         "(docs/results-format.md)")
-    return stacked
+    return describe(stacked)
 
 
 def _bare(results: xr.Dataset) -> xr.Dataset:

@@ -1,0 +1,65 @@
+"""``analyze --bootstrap 200`` against the same analyze without intervals, on the engine store.
+
+The store of ``bench_analyze`` (a 768-d teacher and 4 students of 512-d, 20,000 samples, 3
+conditions, no labels). Both runs in this process, best of ``--repeats``; the ratio is the
+number to read (the target of the intervals issue: at most 2x). Printed too: the memory the
+per-group sums hold (``plan.memory()``, the formula of ``engine.bootstrap.group_memory``) and
+where the extra time goes (the accumulation of the group sums in the pass, the replicates).
+``--quick`` runs a 2,000-sample store.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import distillscope as ds
+from _common import arguments, status_mib
+from bench_analyze import make_store
+
+
+def timed(path: Path, **options) -> float:
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        ds.analyze(path, **options)
+        return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    p = arguments(__doc__.splitlines()[0], repeats=2)
+    p.add_argument("--replicates", type=int, default=200)
+    p.add_argument("--groups", type=int, default=32)
+    args = p.parse_args(argv)
+    n = 2000 if args.quick else 20_000
+    runs = {"without intervals": {},
+            f"--bootstrap {args.replicates} (BCa, G = {args.groups})":
+                {"bootstrap": args.replicates, "bootstrap_groups": args.groups},
+            f"--bootstrap {args.replicates} --interval percentile":
+                {"bootstrap": args.replicates, "bootstrap_groups": args.groups,
+                 "interval": "percentile"}}
+    with tempfile.TemporaryDirectory() as folder:
+        timed(make_store(Path(folder) / "warm.h5", 300), bootstrap=5)  # compile first
+        path = make_store(Path(folder) / "bench.h5", n)
+        best = {name: min(timed(path, **o) for _ in range(args.repeats))
+                for name, o in runs.items()}
+        plan = ds.analyze(path, dry_run=True, bootstrap=args.replicates,
+                          bootstrap_groups=args.groups)
+        groups = plan.memory()["bootstrap groups"]
+    base = best["without intervals"]
+    print(f"## analyze with intervals, {n} samples: teacher 768-d + 4 students 512-d x 3 "
+          "conditions, float16, no labels")
+    for name, seconds in best.items():
+        print(f"{name:<52} {seconds:8.2f}s {seconds / base:5.2f}x")
+    print(f"target: at most 2.00x; per-group sums held: {groups / 2**20:.0f} MiB "
+          f"(G = {args.groups}); peak RSS {status_mib('VmHWM'):.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
