@@ -16,6 +16,7 @@ pytest.importorskip("timm")
 
 import distillscope as ds  # noqa: E402
 from distillscope.cli import main  # noqa: E402
+from browser import CHROMIUM, measure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "extract" / "models"
@@ -83,7 +84,7 @@ def _two_short_trainings(train) -> list[dict]:
     return runs
 
 
-def test_reduced_main_job_end_to_end(tmp_path):
+def test_reduced_main_job_end_to_end(tmp_path, capsys):
     """The README's main job on 25 samples per split: extract -> analyze -> report."""
     text = CONFIG.read_text().replace("[data]", "[data]\nlimit = 25", 1)
     text = text.replace('"../models/', f'"{MODELS}/')
@@ -92,6 +93,8 @@ def test_reduced_main_job_end_to_end(tmp_path):
     out = tmp_path / "audit"
     assert main(["audit", str(config), "--out", str(out), "--convention", "arxiv_2603_06698",
                  "-q"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) <= 40 and "audit done" in printed[-1]  # one summary table, the files
     page = (out / "report.html").read_text()
     assert page.count('<img alt="') >= 9 and "student_L_infonce" in page
     assert "Next to arXiv 2603.06698" in page and "88.68" in page and "27.35" in page
@@ -105,3 +108,8 @@ def test_reduced_main_job_end_to_end(tmp_path):
     assert np.isfinite(results["probe_accuracy"].sel(layer="embedding")).all()
     assert set(results.band.values) == {"low", "mid", "high"}
     assert "frequency_response" in results and "seed_averaged_rank" in results
+    if CHROMIUM is None:
+        pytest.skip("needs Chromium (Debian package chromium)")
+    seen = measure(out / "report.html", tmp_path)  # 12 models, 7 conditions, at 1280 x 900
+    assert seen["scrollWidth"] <= 1280 and seen["width"] == 1280, seen
+    assert seen["hidden"] == [] and seen["console"] == [], seen

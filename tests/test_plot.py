@@ -1,6 +1,7 @@
 """Figures: each draws what the results hold, on the axes given, and returns them."""
 
 import numpy as np
+import xarray as xr
 import pytest
 
 import distillscope as ds
@@ -50,7 +51,7 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("name, kwargs, artists", [
     ("spectrum", {}, 3),
     ("cumulative_variance", {}, 4),          # three models and the 90% line
-    ("accuracy_vs_noise", {}, 3),
+    ("accuracy_vs_noise", {}, 4),            # teacher, family S's mean and its 2 seeds faint
     ("frequency_response", {}, 4),           # three models and the flat line
     ("variance_captured", {"student_layer": "embedding"}, 0),  # different widths: no curve
     ("radial_profiles", {}, 3),
@@ -75,12 +76,30 @@ def test_accuracy_against_noise_puts_clean_at_sigma_zero(results):
 
 def test_rank_against_parameters_band_bars_and_heatmap(results):
     fig, axes = plt.subplots(1, 3)
-    plot.rank_vs_params(results, ax=axes[0])
-    assert len(axes[0].collections) == 3 and axes[0].get_xscale() == "log"
+    plot.rank_vs_params(results, ax=axes[0])  # a point per group, the seeds faint, a legend
+    labels = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert labels == ["teacher", "S (2 seeds)"] and axes[0].get_xscale() == "log"
+    assert not axes[0].texts  # no point labels to overprint
+    members = axes[0].collections[0].get_offsets()
+    assert len(members) == 2 and len(axes[0].lines) == 2
     plot.band_fractions(results, ax=axes[1])
-    assert len(axes[1].patches) == 3 * 3  # 3 bands x 3 model/map pairs
+    assert len(axes[1].patches) == 3 * 2  # 3 bands x (teacher, family S) with maps
     plot.cka_heatmap(results, student="student_0", ax=axes[2])
     assert axes[2].images[0].get_array().shape == (2, 2)
+    plt.close(fig)
+
+
+def test_one_cka_figure_for_every_student_with_intervals(results):
+    fig, ax = plt.subplots()
+    plot.cka_students(results, ax=ax)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["student_0", "student_1"]
+    assert len(ax.lines) == 2 * results.sizes["condition"] and not ax.collections
+    plt.close(fig)
+    with_ci = results.assign(linear_cka_ci=results.linear_cka.expand_dims(
+        bound=["low", "high"], axis=-1) + xr.DataArray([-0.01, 0.01], dims="bound"))
+    fig, ax = plt.subplots()
+    plot.cka_students(with_ci, ax=ax)
+    assert len(ax.collections) == 2 * results.sizes["condition"]  # an interval bar each
     plt.close(fig)
 
 

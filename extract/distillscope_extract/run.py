@@ -278,7 +278,8 @@ def _is_finished_store(path: Path, config_sha256: str) -> bool:
 def _progress(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="img", disable=not enabled,
+    return tqdm(total=total, initial=initial, desc=desc, unit="img",
+                disable=None if enabled else True,  # None: a bar only on a terminal
                 dynamic_ncols=True, leave=True, file=sys.stderr)
 
 
@@ -294,6 +295,7 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
         if not todo:
             continue
         model.module.to(plan.device)
+        started = time.perf_counter()
         for condition in todo:
             keep = plan.layers_of(name, condition.name)
             folder = plan.work / name / condition.name
@@ -311,6 +313,9 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
                     bar.update(stop - start)
                 buffer.flush()
         model.module.to("cpu")
+        if progress and not sys.stderr.isatty():  # in a log: one line per model, no bars
+            print(f"extracted {name}: {len(todo)} conditions x {n} images in "
+                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
 
 
 def _inputs(plan: Plan, prep: Preprocessing, condition: Condition, starts: range):

@@ -67,7 +67,9 @@ def analysis_options(args: argparse.Namespace):
         remove_map_mean=args.remove_map_mean,
         allow_incomplete=getattr(args, "allow_incomplete", False),
         allow_external=getattr(args, "allow_external", False),
-        alignment=args.alignment, robustness=args.robustness, progress=not args.quiet)
+        alignment=args.alignment, robustness=args.robustness, progress=not args.quiet,
+        bootstrap=args.bootstrap, bootstrap_groups=args.bootstrap_groups,
+        confidence=args.confidence, interval=args.interval, bootstrap_seed=args.bootstrap_seed)
 
 
 def run_analysis(args: argparse.Namespace, store, output: Path):
@@ -77,7 +79,7 @@ def run_analysis(args: argparse.Namespace, store, output: Path):
 
     from ..engine.analyze import AnalysisNote, analyze
     from ..outputs import check_output_path
-    from ..report.tables import console_tables
+    from ..report.tables import console_tables, summary_table
     from ..results import save_results
 
     check_output_path(output, overwrite=args.overwrite, what="results file", inputs=[store])
@@ -91,7 +93,7 @@ def run_analysis(args: argparse.Namespace, store, output: Path):
         else:
             warnings.showwarning(note.message, note.category, note.filename, note.lineno)
     save_results(results, output, overwrite=args.overwrite)
-    print(console_tables(results))
+    print(console_tables(results) if args.verbose else summary_table(results))
     print(f"wrote {output} ({time.perf_counter() - start:.1f} s, convention {args.convention})")
     return results
 
@@ -209,6 +211,19 @@ def _convention_list(text: str) -> str:
     return text
 
 
+def _count(low: int):
+    """An argparse type: an integer of at least ``low`` (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {low}; got {text!r}")
+        return value
+    return parse
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The options of an analysis (``analyze``, ``demo``, ``audit``)."""
     from ..conventions import CONVENTIONS
@@ -241,7 +256,21 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                    help="skip the teacher-student alignment metrics")
     p.add_argument("--no-robustness", dest="robustness", action="store_false",
                    help="skip drift, CKA(clean, noisy), probes and kNN against the clean condition")
+    p.add_argument("--bootstrap", type=_count(0), default=0, metavar="B",
+                   help="confidence intervals from B group-bootstrap replicates in the same "
+                        "pass (200 is typical; default: none): <variable>_ci")
+    p.add_argument("--bootstrap-groups", type=_count(2), default=32, metavar="G",
+                   help="groups of samples the bootstrap resamples (default: %(default)s; "
+                        "memory grows with G)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="level of the intervals (default: %(default)s)")
+    p.add_argument("--interval", choices=("percentile", "bca"), default="bca",
+                   help="percentile or BCa intervals (default: %(default)s)")
+    p.add_argument("--bootstrap-seed", type=_count(0), default=0, metavar="SEED",
+                   help="seed of the groups and replicates (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every table (rank, alignment, robustness), not the summary")
 
 
 def _add_store_access(p: argparse.ArgumentParser) -> None:

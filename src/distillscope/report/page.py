@@ -36,6 +36,7 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 figure { margin: 0; } figure img { width: 540px; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; max-width: 540px; }
 .muted { color: #777; font-size: 0.9em; } code { font-size: 0.9em; }
+.ci { color: #666; font-size: 0.85em; white-space: nowrap; }
 """
 
 
@@ -83,9 +84,10 @@ def _figures(results: xr.Dataset) -> tuple[list[tuple[str, str, str]], list[str]
          "across bands; decreasing = low-pass", lambda ax: plot.frequency_response(results, ax=ax)),
     ]
     if "linear_cka" in results:
-        for s in results.student.values:
-            wanted.append((f"CKA with the teacher: {s}", "linear CKA, teacher layer x student layer",
-                           lambda ax, s=str(s): plot.cka_heatmap(results, student=s, ax=ax)))
+        wanted.append(("CKA with the teacher", "linear CKA of every student with the teacher at "
+                       "the headline layer, one marker per condition; coloured by family; bars: "
+                       "the bootstrap interval where the results have one",
+                       lambda ax: plot.cka_students(results, ax=ax)))
     drawn, skipped = [], []
     for title, caption, draw in wanted:
         try:
@@ -97,35 +99,56 @@ def _figures(results: xr.Dataset) -> tuple[list[tuple[str, str, str]], list[str]
     return drawn, skipped
 
 
-def _cell(value, fmt: str = "{:.3f}") -> str:
+def _cell(value, fmt: str = "{:.3f}", span=None) -> str:
     if isinstance(value, (float, np.floating)) and not np.isfinite(value):
         return "<td>-</td>"
     if isinstance(value, str):
         return f'<td class="l">{html.escape(value)}</td>'
-    return f"<td>{fmt.format(value)}</td>"
+    if span is None:
+        return f"<td>{fmt.format(value)}</td>"
+    return (f"<td>{fmt.format(value)}<br><span class='ci'>{fmt.format(span[0])}-"
+            f"{fmt.format(span[1])}</span></td>")
 
 
 def _headline(results: xr.Dataset) -> str:
+    """The headline numbers as two tables that fit the page: the models and their geometry
+    (rank, dimensions, alignment), then robustness (accuracies, responses); an interval under
+    each number that has one."""
     from ..plot import headline_layer, reference_condition
     from .tables import headline
 
     clean = reference_condition(results, None)
     layer = headline_layer(results)
-    labels, rows = headline(results, clean, layer)
-    cols = ["model", "role", "architecture", "parameters"] + labels
-    body = []
-    for row in rows:
-        m = row[0]
-        cells = [_cell(m), _cell(str(results["role"].sel(model=m).values)),
-                 _cell(str(results["architecture"].sel(model=m).values)),
-                 f"<td>{int(results['n_params'].sel(model=m)):,}</td>"]
-        cells += [_cell(value, fmt) for value, fmt in row[1:]]
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    head = "".join(f'<th class="l">{html.escape(c)}</th>' if i < 3 else f"<th>{html.escape(c)}</th>"
-                   for i, c in enumerate(cols))
+    labels, rows, families = headline(results, clean, layer)
+    robust = [i for i, f in enumerate(families) if f == "robustness"]
+    geometry = [i for i in range(len(labels)) if i not in robust]
+    tables = []
+    for part, first in ((geometry, True), (robust, False)):
+        if not part:
+            continue
+        cols = (["model", "role", "architecture", "parameters"] if first else ["model"])
+        cols += [labels[i] for i in part]
+        body = []
+        for row in rows:
+            m = row[0]
+            cells = [_cell(m)]
+            if first:
+                cells += [_cell(str(results["role"].sel(model=m).values)),
+                          _cell(str(results["architecture"].sel(model=m).values)),
+                          f"<td>{int(results['n_params'].sel(model=m)):,}</td>"]
+            cells += [_cell(*row[1 + i]) for i in part]
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        text = len(cols) - len(part)
+        head = "".join(f'<th class="l">{html.escape(c)}</th>' if i < text
+                       else f"<th>{html.escape(c)}</th>" for i, c in enumerate(cols))
+        tables.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    ci = results.get("effective_rank_ci")
+    note = ("" if ci is None else
+            f" Under a number: its {ci.attrs.get('confidence', 0.95):.0%} interval "
+            f"({html.escape(str(ci.attrs.get('method', '')))}, "
+            f"{ci.attrs.get('replicates', '')} replicates).")
     return (f"<p>Layer <code>{html.escape(layer)}</code>, condition <code>{html.escape(clean)}</code>"
-            " unless a column says otherwise; accuracies in %.</p>"
-            f"<table><tr>{head}</tr>{''.join(body)}</table>")
+            f" unless a column says otherwise; accuracies in %.{note}</p>" + "".join(tables))
 
 
 #: the seed paper's names of the default experiment's families (``distillscope.papers``)
@@ -265,7 +288,7 @@ analysed {html.escape(str(results.attrs.get('created', '')))} with distillscope 
 convention <code>{html.escape(str(results.attrs.get('convention', '')))}</code>; {int(results.attrs.get('n_samples', 0))} samples;
 report by distillscope {__version__}.</p>
 <p>Conditions: {html.escape(conditions)}.</p>{several}
-<h2>Headline numbers</h2><div style="overflow-x: auto">{_headline(results)}</div>
+<h2>Headline numbers</h2>{_headline(results)}
 {_paper(results)}
 <h2>Figures</h2><div class="figs">{figs}</div>{missing}
 <h2>Definitions and parameters</h2>{_definitions(results)}

@@ -13,7 +13,7 @@ import xarray as xr
 from ..metrics.registry import metrics
 
 __all__ = ["columns", "conversion_table", "rank_table", "alignment_table", "robustness_table",
-           "console_tables", "headline"]
+           "console_tables", "summary_table", "headline", "format_cell"]
 
 
 def columns(table: str, results: xr.Dataset | None = None) -> list[tuple[str, str]]:
@@ -128,52 +128,93 @@ def console_tables(results: xr.Dataset) -> str:
     return "\n".join(parts)
 
 
-def headline(results: xr.Dataset, clean: str, layer: str) -> tuple[list[str], list[list]]:
+def summary_table(results: xr.Dataset) -> str:
+    """The one table ``analyze`` and ``audit`` print (``--verbose`` prints ``console_tables``):
+    per model, the report's headline row (``headline``) at the headline layer under the clean
+    condition, the primary rank with its interval when the results have one; for several
+    conventions, the conversion table. One line per model."""
+    if "convention" in results.dims:
+        return conversion_table(results)
+    from ..plot import headline_layer, reference_condition
+
+    clean, layer = reference_condition(results), headline_layer(results)
+    labels, rows, _ = headline(results, clean, layer)
+    cells = [[row[0]] + [format_cell(*cell) for cell in row[1:]] for row in rows]
+    widths = [max(len(x) for x in column) for column in zip(["model"] + labels, *cells)]
+    lines = [f"{layer} layer, {clean} condition (all of it: --verbose, the report, the results "
+             "file):", "  ".join(f"{x:>{w}}" for x, w in zip(["model"] + labels, widths))]
+    lines += ["  ".join(f"{x:>{w}}" for x, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def headline(results: xr.Dataset, clean: str, layer: str) -> tuple[list[str], list[list],
+                                                                   list[str]]:
     """The report's headline table: per model, the convention's primary effective rank, then
     every metric whose declaration names the "headline" table, at ``layer`` under ``clean``.
 
     A label with ``{condition}`` expands over the clean and the Gaussian-noise conditions,
     ``{band}`` over the bands, ``{clean}`` names the clean condition. Returns the column
-    labels and, per model shown, ``(value, format)`` cells (accuracies in %).
+    labels, per model shown ``(value, format, interval or None)`` cells (accuracies in %; the
+    interval where the results have ``<variable>_ci``), and each column's metric family.
     """
     primary = results.attrs.get("convention_primary", "erank_variance")
     noisy = [str(c) for c, k in zip(results.condition.values, results["condition_kind"].values)
              if k == "gaussian_noise"]
-    getters = [(primary, lambda m, name=primary: (_value(results, name, model=m,
-                                                         condition=clean, layer=layer), "{:.2f}"))]
+    getters = _headline_getters(results, metrics()[primary], primary, clean, layer, noisy,
+                                "{:.2f}")
     for name, label in columns("headline", results):
         getters += _headline_getters(results, metrics()[name], label, clean, layer, noisy)
     rows = []
     for m in map(str, results.model.values):
         if bool(results["available"].sel(model=m, condition=clean, layer=layer)):
-            rows.append([m] + [get(m) for _, get in getters])
-    return [label for label, _ in getters], rows
+            rows.append([m] + [get(m) for _, _, get in getters])
+    return [label for label, _, _ in getters], rows, [family for _, family, _ in getters]
 
 
-def _headline_getters(results, m, label: str, clean: str, layer: str, noisy: list[str]):
+def format_cell(value: float, fmt: str, span: tuple[float, float] | None = None) -> str:
+    """A headline cell as text: the value, and its interval in brackets when it has one."""
+    if not np.isfinite(value):
+        return "-"
+    return fmt.format(value) + ("" if span is None else
+                                f" [{fmt.format(span[0])}, {fmt.format(span[1])}]")
+
+
+def _headline_getters(results, m, label: str, clean: str, layer: str, noisy: list[str],
+                      fmt: str | None = None):
     variable = results[m.result_variable]
-    fmt = "{:.0f}" if m.name.startswith("n_components") else "{:.3f}"
+    if m.coordinate and m.name not in variable[m.coordinate].values:
+        return []  # an estimator this analysis did not compute
+    ci = results.get(f"{m.result_variable}_ci")
+    if fmt is None:
+        fmt = "{:.0f}" if m.name.startswith("n_components") else "{:.3f}"
     scale = 100.0 if m.name.endswith("accuracy") else 1.0
     fmt = "{:.2f}" if scale != 1.0 or m.name == "powerlaw_alpha" else fmt
+    extra = {m.coordinate: m.name} if m.coordinate else {}
 
-    def cell(value):
-        return (scale * value, fmt)
+    def cell(**where):
+        value = scale * float(variable.sel(**where, **extra))
+        span = None
+        if ci is not None:
+            low, high = (scale * float(v) for v in ci.sel(**where, **extra).values)
+            span = (low, high) if np.isfinite(low) and np.isfinite(high) else None
+        return value, fmt, span
 
+    none = (float("nan"), fmt, None)
     if "student" in variable.dims:
         if layer not in results.teacher_layer.values or layer not in results.student_layer.values:
             return []
-        return [(label, lambda model: cell(float(variable.sel(
-            student=model, condition=clean, teacher_layer=layer, student_layer=layer))
-            if model in results.student.values else float("nan")))]
+        return [(label, m.family, lambda model: cell(
+            student=model, condition=clean, teacher_layer=layer, student_layer=layer)
+            if model in results.student.values else none)]
     if "{band}" in label:
-        return [(label.format(band=b), lambda model, b=b: cell(float(variable.sel(
-            model=model, band=b, layer=layer)))) for b in results.band.values]
+        return [(label.format(band=b), m.family, lambda model, b=b: cell(
+            model=model, band=b, layer=layer)) for b in results.band.values]
     if "{condition}" in label:
         if not np.isfinite(variable.values).any():
             return []
-        return [(label.format(condition=c), lambda model, c=c: cell(float(variable.sel(
-            model=model, condition=c, layer=layer)))) for c in [clean] + noisy]
+        return [(label.format(condition=c), m.family, lambda model, c=c: cell(
+            model=model, condition=c, layer=layer)) for c in [clean] + noisy]
     if "{clean}" in label and not np.isfinite(variable.values).any():
         return []
-    return [(label.format(clean=clean), lambda model: cell(_value(
-        results, m.name, model=model, condition=clean, layer=layer)))]
+    return [(label.format(clean=clean), m.family, lambda model: cell(
+        model=model, condition=clean, layer=layer))]
