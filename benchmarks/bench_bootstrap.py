@@ -18,8 +18,14 @@ import warnings
 from pathlib import Path
 
 import distillscope as ds
-from _common import arguments, status_mib
+from _common import arguments, peak_memory
 from bench_analyze import make_store
+
+#: what the memory measurement runs, each in a fresh process (``_common.peak_memory``)
+METHODS = {"without intervals": ("store", lambda path: ds.analyze(path)),
+           "--bootstrap 200": ("store", lambda path: ds.analyze(path, bootstrap=200)),
+           "--bootstrap 200 --interval bca": ("store", lambda path: ds.analyze(
+               path, bootstrap=200, interval="bca"))}
 
 
 def timed(path: Path, **options) -> float:
@@ -34,12 +40,16 @@ def timed(path: Path, **options) -> float:
 def main(argv=None) -> int:
     p = arguments(__doc__.splitlines()[0], repeats=2)
     p.add_argument("--replicates", type=int, default=200)
-    p.add_argument("--groups", type=int, default=32)
+    p.add_argument("--groups", type=int, default=None,
+                   help="bootstrap groups (default: the engine's choice)")
     args = p.parse_args(argv)
     n = 2000 if args.quick else 20_000
     runs = {"without intervals": {},
-            f"--bootstrap {args.replicates} (BCa, G = {args.groups})":
+            f"--bootstrap {args.replicates} (jackknife, the default)":
                 {"bootstrap": args.replicates, "bootstrap_groups": args.groups},
+            f"--bootstrap {args.replicates} --interval bca":
+                {"bootstrap": args.replicates, "bootstrap_groups": args.groups,
+                 "interval": "bca"},
             f"--bootstrap {args.replicates} --interval percentile":
                 {"bootstrap": args.replicates, "bootstrap_groups": args.groups,
                  "interval": "percentile"}}
@@ -51,13 +61,24 @@ def main(argv=None) -> int:
         plan = ds.analyze(path, dry_run=True, bootstrap=args.replicates,
                           bootstrap_groups=args.groups)
         groups = plan.memory()["bootstrap groups"]
+        from distillscope.engine.groups import bootstrap_groups
+
+        g = bootstrap_groups(plan)
+        peaks = {} if args.no_memory else {
+            name: peak_memory("bench_bootstrap", "METHODS", name, path,
+                              "import warnings; warnings.simplefilter('ignore')")
+            for name in METHODS}
     base = best["without intervals"]
     print(f"## analyze with intervals, {n} samples: teacher 768-d + 4 students 512-d x 3 "
           "conditions, float16, no labels")
     for name, seconds in best.items():
         print(f"{name:<52} {seconds:8.2f}s {seconds / base:5.2f}x")
-    print(f"target: at most 2.00x; per-group sums held: {groups / 2**20:.0f} MiB "
-          f"(G = {args.groups}); peak RSS {status_mib('VmHWM'):.0f} MiB")
+    print(f"target: at most 2.00x; per-group sums held: {groups / 2**20:.0f} MiB (G = {g})")
+    for name, mib in peaks.items():
+        print(f"peak RSS growth, {name} (fresh process): {mib:.0f} MiB")
+    for name in list(peaks)[1:]:
+        print(f"the intervals' memory, {name}: {peaks[name] - peaks['without intervals']:.0f}"
+              " MiB (target: a 768-d teacher and 4 students within 2 GB)")
     return 0
 
 

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repetitions", type=int, default=400)
     p.add_argument("--sizes", default="1000,10000")
-    p.add_argument("--interval", default="bca", choices=("percentile", "bca"))
+    p.add_argument("--interval", default="jackknife", choices=("jackknife", "bca", "percentile"))
     p.add_argument("--replicates", type=int, default=200)
     p.add_argument("--groups", type=int, default=32)
     p.add_argument("--quick", action="store_true")

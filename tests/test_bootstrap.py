@@ -132,7 +132,7 @@ def test_intervals_do_not_depend_on_blocks(tmp_path):
 
 def test_two_shards_merged_give_the_same_intervals(tmp_path):
     path = _store(tmp_path / "s.h5")
-    options = AnalysisOptions(bootstrap=30, rows=64)
+    options = AnalysisOptions(bootstrap=30, rows=64, interval="bca")  # replicates and jackknife
     with ds.open_store(path) as st:
         plan = build_plan(st, options)
         single = run(plan)
@@ -225,3 +225,22 @@ def test_paired_difference_is_narrower_than_two_intervals():
     assert hi_a - lo_a > 3.5
     est, (lo, hi) = stats.paired(a, b, op="ratio")
     assert est == 2.5 and lo < 2.5 < hi
+
+
+def test_jackknife_interval_of_a_mean_is_the_t_interval():
+    """One sample per group: the pseudo-values of a mean are the samples themselves."""
+    x = np.random.default_rng(5).exponential(2.0, 40)
+    jack = np.array([np.delete(x, i).mean() for i in range(x.size)])
+    lo, hi = stats.jackknife_interval(x.mean(), jack, 0.95)
+    ref = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
+    np.testing.assert_allclose([lo, hi], ref, rtol=1e-12)
+
+
+def test_the_default_interval_is_the_jackknife_and_draws_no_replicate(tmp_path):
+    path = _store(tmp_path / "s.h5")
+    res = ds.analyze(path, bootstrap=200)
+    ci = res.effective_rank_ci
+    assert "jackknife" in ci.attrs["method"] and ci.attrs["replicates"] == 0
+    er = res.effective_rank.sel(estimator="erank_variance")
+    lo, hi = (ci.sel(estimator="erank_variance", bound=b) for b in ("low", "high"))
+    assert bool(((lo < er + 1) & (er - 1 < hi) & (lo < hi)).all())

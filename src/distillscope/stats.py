@@ -26,11 +26,12 @@ from scipy import special
 from ._errors import InputError
 
 __all__ = ["splitmix64", "sample_groups", "replicate_weights", "jackknife_weights",
-           "percentile_interval", "bca_interval", "interval", "paired", "jackknife_bias",
+           "percentile_interval", "bca_interval", "jackknife_interval", "interval", "paired",
+           "jackknife_bias",
            "t_interval", "INTERVAL_METHODS"]
 
 #: the interval methods ``interval`` and ``analyze(interval=...)`` know
-INTERVAL_METHODS = ("percentile", "bca")
+INTERVAL_METHODS = ("percentile", "bca", "jackknife")
 
 
 def splitmix64(ids: np.ndarray) -> np.ndarray:
@@ -158,11 +159,35 @@ def bca_interval(estimate, replicates: np.ndarray, jackknife: np.ndarray,
     return _quantiles(reps, low, high)
 
 
+def jackknife_interval(estimate, jackknife: np.ndarray, level: float = 0.95) -> np.ndarray:
+    r"""Delete-one-group jackknife interval: the bias-corrected estimate
+    :math:`\tilde\theta = G\hat\theta - (G - 1)\bar\theta_{(\cdot)}` (the mean of the
+    pseudo-values :math:`G\hat\theta - (G - 1)\theta_{(g)}`) plus or minus
+    :math:`t_{G-1, 1-\alpha/2}` times their standard error (Efron & Tibshirani 1993, ch. 11;
+    Tukey's pseudo-values). No sample is repeated, so a statistic biased by repeated samples
+    (an effective rank) is not pushed further; ``G`` replicates instead of ``B``.
+
+    Returns
+    -------
+    ndarray ``(2, ...)``: low, high.
+    """
+    jack = np.asarray(jackknife, dtype=np.float64)
+    g = jack.shape[0]
+    pseudo = g * np.asarray(estimate, dtype=np.float64) - (g - 1) * jack
+    found = t_interval(pseudo, level)
+    return np.stack([found["low"], found["high"]])
+
+
 def interval(estimate, replicates: np.ndarray, jackknife: np.ndarray | None = None, *,
              level: float = 0.95, method: str = "percentile") -> np.ndarray:
-    """``percentile_interval`` or ``bca_interval`` (which needs ``jackknife``) by name."""
+    """``percentile_interval``, ``bca_interval`` or ``jackknife_interval`` (the last two need
+    ``jackknife``) by name."""
     if method == "percentile":
         return percentile_interval(replicates, level)
+    if method == "jackknife":
+        if jackknife is None:
+            raise InputError("the jackknife interval needs the jackknife values (jackknife=)")
+        return jackknife_interval(estimate, jackknife, level)
     if method == "bca":
         if jackknife is None:
             raise InputError("the BCa interval needs the jackknife values (jackknife=)")

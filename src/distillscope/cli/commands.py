@@ -257,15 +257,18 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-robustness", dest="robustness", action="store_false",
                    help="skip drift, CKA(clean, noisy), probes and kNN against the clean condition")
     p.add_argument("--bootstrap", type=_count(0), default=0, metavar="B",
-                   help="confidence intervals from B group-bootstrap replicates in the same "
-                        "pass (200 is typical; default: none): <variable>_ci")
-    p.add_argument("--bootstrap-groups", type=_count(2), default=32, metavar="G",
-                   help="groups of samples the bootstrap resamples (default: %(default)s; "
-                        "memory grows with G)")
+                   help="confidence intervals in the same pass (default: none): "
+                        "<variable>_ci; B bootstrap replicates for --interval bca or percentile "
+                        "(200 is typical; the default --interval jackknife needs none)")
+    p.add_argument("--bootstrap-groups", type=_count(2), default=None, metavar="G",
+                   help="groups of samples the bootstrap resamples (default: as many as fit "
+                        "1.25 GiB of per-group sums, 16 to 128; memory grows with G)")
     p.add_argument("--confidence", type=float, default=0.95,
                    help="level of the intervals (default: %(default)s)")
-    p.add_argument("--interval", choices=("percentile", "bca"), default="bca",
-                   help="percentile or BCa intervals (default: %(default)s)")
+    p.add_argument("--interval", choices=("jackknife", "bca", "percentile"),
+                   default="jackknife",
+                   help="jackknife (bias-corrected, Student t over the groups: the best "
+                        "coverage measured), bca or percentile (default: %(default)s)")
     p.add_argument("--bootstrap-seed", type=_count(0), default=0, metavar="SEED",
                    help="seed of the groups and replicates (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -27,6 +27,7 @@ from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES, TEACHER
 from ..metrics.robustness import PROBE
 from ..results.attributes import describe
 from .bootstrap import resampled_metrics
+from .groups import bootstrap_groups
 from .finalize import Values
 from .plan import Plan
 
@@ -118,7 +119,9 @@ def _intervals(plan: Plan, values: Values, sizes: dict, index: dict, present: se
     """``<variable>_ci`` of every resampled variable: its dimensions and ``bound`` (low,
     high), NaN where no interval was computed (``engine.bootstrap``)."""
     options = plan.options
-    method = {"percentile": "percentile", "bca": "bias-corrected and accelerated (BCa)"}
+    method = {"percentile": "group bootstrap, percentile interval",
+              "bca": "group bootstrap, bias-corrected and accelerated (BCa) interval",
+              "jackknife": "delete-one-group jackknife, bias-corrected Student-t interval"}
     out = {}
     resampled = {m.name for m in resampled_metrics(plan)}
     for variable, group in by_variable([m for m in plan.metrics if m.interval]):
@@ -133,8 +136,9 @@ def _intervals(plan: Plan, values: Values, sizes: dict, index: dict, present: se
         out[f"{variable}_ci"] = (dims + ("bound",), np.stack([b[1] for b in built], axis=-1), {
             "long_name": f"{options.confidence:.0%} confidence interval of {attrs['long_name']}",
             "units": attrs["units"],
-            "method": f"group bootstrap, {method[options.interval]} interval",
-            "replicates": options.bootstrap, "groups": options.bootstrap_groups,
+            "method": method[options.interval],
+            "replicates": 0 if options.interval == "jackknife" else options.bootstrap,
+            "groups": bootstrap_groups(plan),
             "confidence": options.confidence, "seed": options.bootstrap_seed,
             "resampled": "groups of samples by splitmix64(sample id XOR splitmix64(seed)) mod "
                          "groups; replicate weights multinomial over the groups",

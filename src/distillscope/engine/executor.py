@@ -20,7 +20,7 @@ from ..metrics.moments import NonFiniteError, Prepared, RowPreparer
 from ..metrics.tokens import as_tokens
 from ..stats import sample_groups
 from ..store import nonfinite_message
-from .bootstrap import group_accumulators
+from .groups import group_accumulators
 from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumulator,
                            MomentsAccumulator, RowsAccumulator, SpatialAccumulator)
 from .plan import Key, Plan, preparation, union_plan
@@ -160,14 +160,15 @@ class Block:
             self._grouping = (group, order, bounds)
         return self._grouping
 
-    def grouped(self, key: Key, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray]:
-        """The analysed prepared rows sorted by bootstrap group (float64 and float32) and
-        their squared norms, computed once per block whichever group sums read them."""
+    def grouped(self, key: Key, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The analysed prepared rows sorted by bootstrap group, in float32 (what the cross
+        sums multiply), and their squared norms (float64), once per block whichever pairs
+        read them; the float64 rows the moments need are sorted by them, not kept."""
         if key not in self._grouped:
             _, order, _ = self.grouping(groups, seed)
-            z = self.analysed(key).z[order]
-            self._grouped[key] = (z, z.astype(np.float32), np.einsum("ij,ij->i", z, z))
+            z = self.analysed(key).z
+            self._grouped[key] = (z[order].astype(np.float32),
+                                  np.einsum("ij,ij->i", z, z)[order])
         return self._grouped[key]
 
     def shift(self, key: Key) -> np.ndarray:

@@ -48,18 +48,22 @@ class AnalysisOptions:
     progress : bool, default False
         A progress bar on standard error.
     bootstrap : int, default 0
-        Replicates of the group bootstrap computed in the same pass (0: none; 200 is typical):
-        every metric declared with ``interval`` gets ``<variable>_ci``
+        Intervals in the same pass (0: none): every metric declared with ``interval`` gets
+        ``<variable>_ci``; for ``interval="bca"`` or ``"percentile"``, the number of bootstrap
+        replicates (200 is typical)
         (``distillscope.engine.bootstrap``, ``docs/metrics.md#intervals``).
-    bootstrap_groups : int, default 32
+    bootstrap_groups : int, optional
         Groups of samples (by a hash of the sample id) the bootstrap resamples; memory grows
-        with it (``docs/performance.md``).
+        with it (``docs/performance.md``). Default: as many as keep the per-group sums within
+        1.25 GiB, between 16 and 128 (``engine.groups.bootstrap_groups``).
     confidence : float, default 0.95
         Level of the intervals.
-    interval : {"bca", "percentile"}
-        Bias-corrected and accelerated (the default: the acceleration from the
-        delete-one-group jackknife, ``G`` more replicates) or percentile intervals
-        (``distillscope.stats``; their coverage: ``docs/metrics.md#intervals``).
+    interval : {"jackknife", "bca", "percentile"}
+        ``jackknife`` (the default): the bias-corrected delete-one-group jackknife with a
+        Student-t interval, from the ``G`` group sums alone (``bootstrap`` replicates are not
+        drawn), the method whose coverage was measured within 93-97%; ``bca`` or
+        ``percentile``: from ``bootstrap`` replicates (``distillscope.stats``,
+        ``docs/metrics.md#intervals``).
     bootstrap_seed : int, default 0
         Seeds the groups and the replicate draws (with the sample ids alone: shards, blocks
         and reruns agree).
@@ -79,9 +83,9 @@ class AnalysisOptions:
     allow_external: bool = False
     progress: bool = False
     bootstrap: int = 0
-    bootstrap_groups: int = 32
+    bootstrap_groups: int | None = None
     confidence: float = 0.95
-    interval: str = "bca"
+    interval: str = "jackknife"
     bootstrap_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +106,8 @@ class AnalysisOptions:
 
         for name, low in (("bootstrap", 0), ("bootstrap_groups", 2), ("bootstrap_seed", 0)):
             value = getattr(self, name)
+            if value is None and name == "bootstrap_groups":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer of at least {low}; got {value!r}")
         if not 0.0 < float(self.confidence) < 1.0:

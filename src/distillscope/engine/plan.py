@@ -30,7 +30,7 @@ from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT
                                 TEACHER_STUDENT_MODELS, Metric, select)
 from ..stats import splitmix64
 from ..store import LayerInfo, Store
-from .bootstrap import group_memory
+from .groups import group_memory
 from .options import AnalysisOptions
 from .pooling import pooled_width, resolve_pooling
 
