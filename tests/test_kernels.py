@@ -193,15 +193,3 @@ def test_unpack_upper():
     out = np.empty_like(a)
     k.unpack_upper(np.stack([m[np.triu_indices(5)] for m in a]), out)
     np.testing.assert_array_equal(out, a)
-
-
-def test_group_drift_sums():
-    clean = RNG.standard_normal((11, 4)).astype(np.float32)
-    clean[3] = 0.0
-    noisy = clean + RNG.standard_normal((11, 4)).astype(np.float32)
-    group = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1])
-    out = np.zeros((3, 4))
-    k.group_drift_sums(clean, noisy, group, out)
-    for g in range(3):
-        np.testing.assert_allclose(out[g], k.drift_sums(clean[group == g], noisy[group == g]),
-                                   rtol=1e-12)

@@ -18,7 +18,7 @@ from numba import njit
 
 __all__ = ["jit_enabled", "prepare_rows", "offer_marked", "offer_tile", "scan_tile", "exp_sum_tile", "knn_overlap", "fold_log_amplitude", "sum_squares",
            "fletcher32", "widen_half", "narrow_half", "drift_sums", "unit_rows_into", "add_upper",
-           "unpack_upper", "group_drift_sums"]
+           "unpack_upper"]
 
 _TINY_NORM = 1e-12
 
@@ -375,29 +375,23 @@ def narrow_half(src, bits):  # pragma: no cover - jitted
         bits[i] = np.uint16(out)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _row_drift(clean, noisy, i):  # pragma: no cover - jitted
-    """``(||clean_i||^2, ||noisy_i - clean_i||^2)`` in float64."""
-    norm = 0.0
-    change = 0.0
-    for j in range(clean.shape[1]):
-        c = np.float64(clean[i, j])
-        delta = np.float64(noisy[i, j]) - c
-        norm += c * c
-        change += delta * delta
-    return norm, change
-
-
 @njit(cache=True, nogil=True)
 def drift_sums(clean, noisy):  # pragma: no cover - jitted
     """Sums of the relative drift ``||noisy_i - clean_i|| / ||clean_i||`` over rows with
     ``clean_i != 0``, in float64: (sum, sum of squares, rows counted, rows of zero norm)."""
+    n, d = clean.shape
     total = 0.0
     squared = 0.0
     count = 0
     zero = 0
-    for i in range(clean.shape[0]):
-        norm, change = _row_drift(clean, noisy, i)
+    for i in range(n):
+        norm = 0.0
+        change = 0.0
+        for j in range(d):
+            c = np.float64(clean[i, j])
+            delta = np.float64(noisy[i, j]) - c
+            norm += c * c
+            change += delta * delta
         if norm > 0.0:
             ratio = np.sqrt(change) / np.sqrt(norm)
             total += ratio
@@ -449,19 +443,3 @@ def unpack_upper(packed, out):  # pragma: no cover - jitted
                 for i in range(bi, min(bi + 64, d)):
                     for j in range(max(bj, i + 1), min(bj + 64, d)):
                         out[r, j, i] = out[r, i, j]
-
-
-@njit(cache=True, nogil=True)
-def group_drift_sums(clean, noisy, group, out):  # pragma: no cover - jitted
-    """``drift_sums`` by bootstrap group: ``out[g] += (sum, sum of squares, rows counted,
-    rows of zero norm)`` over the rows of group ``g``."""
-    for i in range(clean.shape[0]):
-        norm, change = _row_drift(clean, noisy, i)
-        g = group[i]
-        if norm > 0.0:
-            ratio = np.sqrt(change) / np.sqrt(norm)
-            out[g, 0] += ratio
-            out[g, 1] += ratio * ratio
-            out[g, 2] += 1.0
-        else:
-            out[g, 3] += 1.0

@@ -229,27 +229,17 @@ class GroupDrift:
                                                            for _ in range(4))
 
     def update(self, block) -> None:
-        from .._kernels import group_drift_sums, jit_enabled
-        from .._scratch import widen_float16
-
-        group, _, _ = block.grouping(self.groups, self.seed)
-        if group.size == 0:
+        _, order, bounds = block.grouping(self.groups, self.seed)
+        if order.size == 0:
             return
-        clean, other = (widen_float16(np.asarray(block.analysed_pooled(k))) for k in self.key)
-        sums = np.zeros((self.groups, 4))
-        if jit_enabled():
-            group_drift_sums(np.ascontiguousarray(clean), np.ascontiguousarray(other), group,
-                             sums)
-        else:
-            c, o = clean.astype(np.float64), other.astype(np.float64)
-            norm = np.sqrt(np.einsum("ij,ij->i", c, c))
-            change = np.sqrt(np.einsum("ij,ij->i", o - c, o - c))
-            ok = norm > 0
-            ratio = np.where(ok, change / np.where(ok, norm, 1.0), 0.0)
-            for column, weights in enumerate((ratio, ratio**2, ok, ~ok)):
-                sums[:, column] = np.bincount(group, weights.astype(float), self.groups)
-        for column, name in enumerate(("total", "squared", "count", "zero")):
-            getattr(self, name).__iadd__(sums[:, column])
+        clean, other = (np.asarray(block.analysed_pooled(k))[order] for k in self.key)
+        for g in np.flatnonzero(np.diff(bounds)):  # each group's rows: the drift's own sums
+            lo, hi = bounds[g], bounds[g + 1]
+            drift = DriftAccumulator().update(clean[lo:hi], other[lo:hi])
+            self.total[g] += drift.total
+            self.squared[g] += drift.squared
+            self.count[g] += drift.count
+            self.zero[g] += drift.zero_norm
 
     def merge(self, other: "GroupDrift") -> "GroupDrift":
         for name in ("total", "squared", "count", "zero"):
@@ -278,14 +268,8 @@ def group_accumulators(plan) -> dict[str, dict]:
     chosen = [m for m in plan.metrics if m.interval]
     if not options.bootstrap or not chosen:
         return {"group_moments": {}, "group_pair": {}, "group_drift": {}}
-    pairs = set()
-    if any(m.takes == TEACHER_STUDENT for m in chosen):
-        pairs |= set(plan.pairs)
-    if any(m.takes == CLEAN_CONDITION and m.statistic == "pair" for m in chosen):
-        pairs |= {p for p in plan.references if p in plan.needs["pair"]}
-    keys = {k for p in pairs for k in p}
-    if any(m.takes == REPRESENTATION for m in chosen):
-        keys |= set(plan.reps)
+    representations, pairs = _resampled(plan, chosen)
+    keys = {k for p in pairs for k in p} | (set(plan.reps) if representations else set())
     drift = ({p for p in plan.references if p in plan.needs["drift"]}
              if any(m.statistic == "drift" for m in chosen) else set())
     in_pairs = {k for p in pairs for k in p}
@@ -294,7 +278,7 @@ def group_accumulators(plan) -> dict[str, dict]:
         "group_moments": {k: GroupMoments(k, reps[k].width, g, seed, plan.l2, k in in_pairs)
                           for k in reps if k in keys},
         "group_pair": {p: GroupCross(p, reps[p[0]].width, reps[p[1]].width, g, seed)
-                       for p in sorted(pairs, key=str)},
+                       for p in pairs},
         "group_drift": {p: GroupDrift(p, g, seed) for p in sorted(drift, key=str)},
     }
 
@@ -304,17 +288,24 @@ GROUP_BUDGET = 5 * 2**28  # 1.25 GiB: with the replicates' buffers (~0.6 GiB), w
 MIN_GROUPS, MAX_GROUPS = 16, 128
 
 
+def _resampled(plan, chosen: list[Metric] | None) -> tuple[bool, list]:
+    """Whether ``chosen`` (None: everything) resamples every representation, and the
+    teacher-student and clean-condition pairs it resamples."""
+    every = chosen is None
+    pairs = list(plan.pairs) if every or any(m.takes == TEACHER_STUDENT for m in chosen) else []
+    if every:  # the selection's widths alone (every convention of a pass agrees)
+        pairs += plan.references
+    elif any(m.takes == CLEAN_CONDITION and m.statistic == "pair" for m in chosen):
+        pairs += [p for p in plan.references if p in plan.needs["pair"]]
+    return every or any(m.takes == REPRESENTATION for m in chosen), sorted(set(pairs), key=str)
+
+
 def _per_group(plan, chosen: list[Metric] | None) -> int:
     """Bytes of one group's sums: of what ``chosen`` metrics read, or (None) of every
     representation and pair of the selection."""
     width = {k: r.width for k, r in plan.reps.items()}
-    every = chosen is None
-    total = 0
-    if every or any(m.takes == REPRESENTATION for m in chosen):
-        total += sum(4 * d * (d + 1) + 16 * d + 32 for d in width.values())
-    pairs = list(plan.pairs) if every or any(m.takes == TEACHER_STUDENT for m in chosen) else []
-    if every or any(m.takes == CLEAN_CONDITION and m.statistic == "pair" for m in chosen):
-        pairs += plan.references
+    representations, pairs = _resampled(plan, chosen)
+    total = sum(4 * d * (d + 1) + 16 * d + 32 for d in width.values()) if representations else 0
     return total + sum(4 * width[x] * width[y] + 16 * (width[x] + width[y]) + 32
                        for x, y in pairs)
 
