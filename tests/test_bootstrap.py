@@ -244,3 +244,84 @@ def test_the_default_interval_is_the_jackknife_and_draws_no_replicate(tmp_path):
     er = res.effective_rank.sel(estimator="erank_variance")
     lo, hi = (ci.sel(estimator="erank_variance", bound=b) for b in ("low", "high"))
     assert bool(((lo < er + 1) & (er - 1 < hi) & (lo < hi)).all())
+
+
+def test_requested_metrics_are_the_jackknife_of_their_rows(tmp_path):
+    """``resample="all"``: the CCA family, Procrustes and the cross-validated predictivity
+    and retention get the jackknife interval of their own functions recomputed from the rows
+    with each group deleted; the groups nest in the 5 contiguous folds (2 per fold)."""
+    from distillscope.metrics.alignment import cca, procrustes_angular, svcca
+    from distillscope.metrics.pairs import fold_bounds, pair_moments
+    from distillscope.metrics.predictivity import CrossValidation
+
+    path = _store(tmp_path / "s.h5", n=400)
+    names = "cca_mean,svcca,procrustes_angular,linear_predictivity,retention"
+    res = ds.analyze(path, metrics=names, bootstrap=1, bootstrap_groups=10, resample="all")
+    with ds.open_store(path) as st:
+        t, s = (st.read(st.layers(m, "clean")["e"]).astype(np.float64)
+                for m in ("teacher", "student"))
+        ids = st.sample_ids
+    bounds = fold_bounds(len(ids), 5)
+    fold = np.searchsorted(bounds, np.arange(len(ids)), side="right") - 1
+    group = fold * 2 + stats.sample_groups(ids, 2)
+    assert res.retention_ci.attrs["groups"] == 10 and "nested" in res.retention_ci.attrs[
+        "resampled"]
+
+    def by_rows(keep):
+        folds = CrossValidation(pair_moments(t[keep & (fold == f)], s[keep & (fold == f)])
+                                for f in range(5))
+        predictivity, retention = folds.fit()
+        return {"cca_mean": cca(t[keep], s[keep]).mean(), "svcca": svcca(t[keep], s[keep]),
+                "procrustes_angular": procrustes_angular(t[keep], s[keep]),
+                "linear_predictivity": predictivity, "retention": retention[:8]}
+
+    everything = by_rows(np.ones(len(ids), bool))
+    deleted = [by_rows(group != g) for g in range(10)]
+    for name, estimate in everything.items():
+        found = res[name].sel(condition="clean").squeeze().values
+        ci = res[f"{name}_ci"].sel(condition="clean").squeeze().values
+        if name == "retention":  # the teacher's rank is 8: the other directions are noise
+            found, ci = found[:8], ci[:8]
+        np.testing.assert_allclose(found, estimate, rtol=1e-9, err_msg=name)
+        expected = stats.jackknife_interval(estimate, np.array([d[name] for d in deleted]))
+        # float32 cross sums, pseudo-values G times the replicates: 1e-5
+        np.testing.assert_allclose(np.moveaxis(ci, -1, 0), expected, rtol=2e-5, atol=1e-5,
+                                   err_msg=name)
+
+
+def test_requested_metrics_only_when_asked(tmp_path):
+    path = _store(tmp_path / "s.h5", n=300)
+    res = ds.analyze(path, bootstrap=1)
+    assert "linear_cka_ci" in res and "cca_mean_ci" not in res and "retention_ci" not in res
+    with pytest.raises(ds.InputError, match="bootstrap_groups must be a multiple of the 5"):
+        ds.analyze(path, bootstrap=1, bootstrap_groups=16, resample="all")
+    with pytest.raises(ds.InputError, match="resample"):
+        AnalysisOptions(resample="everything")
+
+
+def test_student_rank_difference_is_paired_and_antisymmetric(tmp_path):
+    from distillscope.demo import make_demo_store
+
+    path = make_demo_store(tmp_path / "demo.h5", n_samples=300)
+    res = ds.analyze(path, metrics="erank_variance,student_rank_difference", bootstrap=1,
+                     bootstrap_groups=16)
+    diff = res.student_rank_difference.sel(layer="embedding", condition="clean")
+    rank = res.effective_rank.sel(estimator="erank_variance", layer="embedding",
+                                  condition="clean")
+    students = list(res.student.values)
+    assert len(students) > 1 and list(res.versus.values) == students
+    a, b = students[:2]
+    np.testing.assert_allclose(float(diff.sel(student=a, versus=b)),
+                               float(rank.sel(model=a) - rank.sel(model=b)), rtol=1e-12)
+    np.testing.assert_array_equal(diff.values, -diff.values.T)  # NaN on the diagonal
+    ci = res.student_rank_difference_ci.sel(layer="embedding", condition="clean")
+    np.testing.assert_allclose(ci.sel(student=a, versus=b).values,
+                               -ci.sel(student=b, versus=a).values[::-1], rtol=1e-9)
+    # paired: narrower than the two students' own intervals combined
+    own = res.effective_rank_ci.sel(estimator="erank_variance", layer="embedding",
+                                    condition="clean")
+    half = [float(own.sel(model=m, bound="high") - own.sel(model=m, bound="low")) / 2
+            for m in (a, b)]
+    width = float(ci.sel(student=a, versus=b, bound="high") - ci.sel(student=a, versus=b,
+                                                                     bound="low")) / 2
+    assert width < np.hypot(*half)

@@ -69,7 +69,8 @@ def analysis_options(args: argparse.Namespace):
         allow_external=getattr(args, "allow_external", False),
         alignment=args.alignment, robustness=args.robustness, progress=not args.quiet,
         bootstrap=args.bootstrap, bootstrap_groups=args.bootstrap_groups,
-        confidence=args.confidence, interval=args.interval, bootstrap_seed=args.bootstrap_seed)
+        confidence=args.confidence, interval=args.interval, bootstrap_seed=args.bootstrap_seed,
+        resample=args.resample)
 
 
 def run_analysis(args: argparse.Namespace, store, output: Path):
@@ -271,6 +272,11 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                         "coverage measured), bca or percentile (default: %(default)s)")
     p.add_argument("--bootstrap-seed", type=_count(0), default=0, metavar="SEED",
                    help="seed of the groups and replicates (default: %(default)s)")
+    p.add_argument("--resample", choices=("default", "all"), default="default",
+                   help="which metrics get intervals: default (spectra, CKA, drift, probes: "
+                        "within 2x the time) or all (also the CCA family, Procrustes, angles, "
+                        "variance captured, cross-validated predictivity and retention: each "
+                        "replicate redoes their decompositions; docs/performance.md)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print every table (rank, alignment, robustness), not the summary")

@@ -22,12 +22,12 @@ from ..metrics.alignment import N_ANGLES
 from ..metrics.predictivity import N_FOLDS, RIDGE
 from ..metrics.frequency import BANDS, RADIAL_BINS, radial_profile
 from ..metrics.neighbours import KNN_K
-from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, TAKES, TEACHER_STUDENT,
-                                TEACHER_STUDENT_MODELS, Metric, by_variable)
+from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, STUDENT_STUDENT, TAKES,
+                                TEACHER_STUDENT, TEACHER_STUDENT_MODELS, Metric, by_variable)
 from ..metrics.robustness import PROBE
 from ..results.attributes import describe
 from .bootstrap import resampled_metrics
-from .groups import bootstrap_groups
+from .groups import asked, bootstrap_groups, nested
 from .finalize import Values
 from .plan import Plan
 
@@ -42,6 +42,8 @@ def _present(plan: Plan, metric: Metric) -> bool:
         return plan.reference_condition in plan.conditions
     if metric.takes == FAMILY:
         return bool(plan.families)
+    if metric.takes == STUDENT_STUDENT:
+        return len(plan.students) > 1
     if metric.statistic == "maps":
         return bool(plan.needs["maps"])
     return True
@@ -50,7 +52,7 @@ def _present(plan: Plan, metric: Metric) -> bool:
 def _indexers(plan: Plan) -> dict[str, dict]:
     position = {name: {v: i for i, v in enumerate(values)} for name, values in (
         ("model", plan.models), ("condition", plan.conditions), ("layer", plan.layers),
-        ("student", plan.students), ("teacher_layer", plan.teacher_layers),
+        ("student", plan.students), ("versus", plan.students), ("teacher_layer", plan.teacher_layers),
         ("student_layer", plan.student_layers), ("family", list(plan.families)))}
     return {takes: [position[d] for d in dims] for takes, dims in TAKES.items() if dims}
 
@@ -115,6 +117,15 @@ def _variable(plan: Plan, values: Values, group: list[Metric], sizes: dict, inde
     return dims, array, attrs
 
 
+#: how samples are grouped (``engine.groups.assign``), without and with nesting in the folds
+_RESAMPLED = {
+    False: "groups of samples by splitmix64(sample id XOR splitmix64(seed)) mod groups; "
+           "replicate weights multinomial over the groups",
+    True: "groups of samples nested in the cross-validation folds: fold * groups / folds + "
+          "splitmix64(sample id XOR splitmix64(seed)) mod (groups / folds); replicate weights "
+          "multinomial over the groups"}
+
+
 def _intervals(plan: Plan, values: Values, sizes: dict, index: dict, present: set) -> dict:
     """``<variable>_ci`` of every resampled variable: its dimensions and ``bound`` (low,
     high), NaN where no interval was computed (``engine.bootstrap``)."""
@@ -124,7 +135,7 @@ def _intervals(plan: Plan, values: Values, sizes: dict, index: dict, present: se
               "jackknife": "delete-one-group jackknife, bias-corrected Student-t interval"}
     out = {}
     resampled = {m.name for m in resampled_metrics(plan)}
-    for variable, group in by_variable([m for m in plan.metrics if m.interval]):
+    for variable, group in by_variable(asked(plan)):
         if variable not in present or not any(values.intervals.get(m.name) for m in group):
             continue
         left_out = [m.name for m in group if m.name not in resampled]
@@ -140,8 +151,7 @@ def _intervals(plan: Plan, values: Values, sizes: dict, index: dict, present: se
             "replicates": 0 if options.interval == "jackknife" else options.bootstrap,
             "groups": bootstrap_groups(plan),
             "confidence": options.confidence, "seed": options.bootstrap_seed,
-            "resampled": "groups of samples by splitmix64(sample id XOR splitmix64(seed)) mod "
-                         "groups; replicate weights multinomial over the groups",
+            "resampled": _RESAMPLED[nested(plan)],
             "reference": "docs/metrics.md#intervals"})
         if left_out:
             out[f"{variable}_ci"][2]["not_resampled"] = (
@@ -178,6 +188,9 @@ def _coordinates(plan: Plan, dims_used: set[str], estimators: list[Metric]) -> d
     if "student" in dims_used:
         coords.update(student=plan.students, teacher_layer=plan.teacher_layers,
                       student_layer=plan.student_layers)
+    if "versus" in dims_used:
+        coords["versus"] = plan.students
+        coords.setdefault("student", plan.students)
     if "angle" in dims_used:
         coords["angle"] = np.arange(1, N_ANGLES + 1)
     if "band" in dims_used:

@@ -24,9 +24,12 @@ import numpy as np
 from .._errors import InputError
 from ..metrics.moments import SecondMoments
 from ..metrics.pairs import PairMoments
-from ..metrics.registry import CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT, Metric
-from ..stats import interval, jackknife_weights, replicate_weights, sample_groups
-from .groups import bootstrap_groups
+from ..metrics.predictivity import CrossValidation
+from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, REQUESTED, STUDENT_STUDENT,
+                                TEACHER_STUDENT, Metric)
+from ..stats import interval, jackknife_weights, replicate_weights
+from .finalize import student_pairs
+from .groups import asked, assign, bootstrap_groups, fold_masks, nested
 
 __all__ = ["resample", "resampled_metrics", "REPLICATE_BYTES"]
 
@@ -65,21 +68,22 @@ def resample(plan, stats: dict[str, dict], values) -> None:
 
 
 def resampled_metrics(plan) -> list[Metric]:
-    """The metrics of ``plan`` that get intervals: those declared with ``interval``; with
-    bootstrap replicates (``bca``, ``percentile``), of the representation metrics only those
-    of the primary estimator's spectrum (centred or not): a second spectrum per replicate would
-    double their main cost. Under ``default`` that leaves out RankMe (uncentred) there;
-    ``--convention rankme`` resamples it, and the jackknife (``G`` replicates) resamples all."""
+    """The metrics of ``plan`` that get intervals: those ``resample`` asks for
+    (``engine.groups.asked``); with bootstrap replicates (``bca``, ``percentile``), of the
+    representation metrics only those of the primary estimator's spectrum (centred or not): a
+    second spectrum per replicate would double their main cost. Under ``default`` that leaves
+    out RankMe (uncentred) there; ``--convention rankme`` resamples it, and the jackknife
+    (``G`` replicates) resamples all."""
+    chosen = asked(plan)
     if plan.options.interval == "jackknife":
-        return [m for m in plan.metrics if m.interval]
+        return chosen
     primary = plan.convention.primary
     center = plan.settings[primary][0] if primary in plan.settings else plan.spectrum_center
 
     def spectrum_center(m: Metric) -> bool:
         return plan.settings[m.name][0] if m.coordinate == "estimator" else plan.spectrum_center
 
-    return [m for m in plan.metrics if m.interval
-            and (m.takes != REPRESENTATION or spectrum_center(m) == center)]
+    return [m for m in chosen if m.takes != REPRESENTATION or spectrum_center(m) == center]
 
 
 def _replicated(plan, stats: dict[str, dict], chosen: list[Metric],
@@ -95,8 +99,16 @@ def _replicated(plan, stats: dict[str, dict], chosen: list[Metric],
         moments = {k: acc.replicates(w) for k, acc in group_m.items()}
         for name, index, value in _chunk_values(plan, stats, chosen, w, moments, shared):
             out.setdefault(name, {}).setdefault(index, []).append(value)
-    return {name: {index: np.array(v, dtype=np.float64) for index, v in entries.items()}
+    return {name: {index: _stacked(v) for index, v in entries.items()}
             for name, entries in out.items()}
+
+
+def _stacked(values: list) -> np.ndarray:
+    """The replicates of one entry as one array, a failed replicate's NaN spread to the
+    shape of the others (a spectrum, the angles)."""
+    shape = next((np.shape(v) for v in values if np.ndim(v)), ())
+    return np.array([np.full(shape, np.nan) if np.ndim(v) < len(shape) else v for v in values],
+                    dtype=np.float64)
 
 
 def _chunk_values(plan, stats, chosen, w, moments, shared):
@@ -127,16 +139,49 @@ def _chunk_values(plan, stats, chosen, w, moments, shared):
                 continue
             index = _index(takes, pair)
             crosses = stats["group_pair"][pair].replicates(w, shared)
-            for r, cross in enumerate(crosses):
+
+            def pair_values(r: int, cross) -> list:
                 joint = PairMoments.from_parts(moments[pair[0]][r], moments[pair[1]][r], cross)
-                for m in metrics:
-                    args = m.arguments(plan.convention)
-                    yield m.name, index, _value(lambda: m.compute(joint, **args))
+                return [(m.name, _value(lambda: m.compute(joint, **m.arguments(plan.convention))))
+                        for m in metrics]
+
+            # the requested metrics' decompositions side by side, one replicate per core
+            costly = any(m.interval == REQUESTED for m in metrics)
+            with _one_thread_each() if costly else _in_turn() as pool:
+                for row in pool.map(pair_values, range(len(crosses)), crosses):
+                    for name, value in row:
+                        yield name, index, value
     drift = [m for m in chosen if m.statistic == "drift"]
     for pair, acc in stats["group_drift"].items():
         for d in acc.replicates(w):
             for m in drift:
                 yield m.name, pair[1], _value(lambda: m.compute(d))
+    yield from _fold_values(plan, stats, [m for m in chosen if m.statistic == "folds"], w, shared)
+
+
+def _fold_values(plan, stats, metrics: list[Metric], w: np.ndarray, shared):
+    """The cross-validation metrics of each replicate: the groups nest in the folds
+    (``engine.groups.nested``), so fold ``f`` of replicate ``r`` is the sum of its own groups
+    weighted by ``w[r]``, and the ridge fits are redone on those folds. Last in a chunk: the
+    fold sums reuse the buffers of the chunk's replicate moments."""
+    if not metrics or not nested(plan):
+        return
+    group_m, masks = stats["group_moments"], fold_masks(plan).astype(np.float64)
+    for r in range(len(w)):
+        weights, sides = w[r] * masks, {}
+        for pair in plan.pairs:
+            if pair not in stats["group_pair"]:
+                continue
+            for key in pair:  # the teacher's folds once for every student (its fits' cache)
+                if key not in sides or key == pair[1]:
+                    sides[key] = group_m[key].replicates(weights)
+            crosses = stats["group_pair"][pair].replicates(weights, shared)
+            folds = CrossValidation(PairMoments.from_parts(x, y, c) for x, y, c in
+                                    zip(sides[pair[0]], sides[pair[1]], crosses))
+            for m in metrics:
+                args = m.arguments(plan.convention)
+                yield m.name, _index(TEACHER_STUDENT, pair), _value(lambda: m.compute(folds,
+                                                                                      **args))
 
 
 def _probe_replicates(plan, values, chosen: list[Metric], weights: np.ndarray) -> dict:
@@ -146,9 +191,10 @@ def _probe_replicates(plan, values, chosen: list[Metric], weights: np.ndarray) -
     metrics = [m for m in chosen if m.statistic == "probes"]
     if not metrics or not values.probes:
         return {}
-    options = plan.options
     g = bootstrap_groups(plan)
-    group = sample_groups(plan.store.sample_ids[plan.split.test], g, options.bootstrap_seed)
+    test = np.flatnonzero(plan.split.test)
+    positions = test if plan.subset is None else np.searchsorted(plan.subset, test)
+    group = assign(plan, plan.store.sample_ids[test], positions)
     sizes = weights @ np.bincount(group, minlength=g)
     out: dict[str, dict] = {}
     for (model, layer), probes in values.probes.items():
@@ -185,18 +231,28 @@ def _value(compute):
 
 
 def _paired(plan, chosen: list[Metric], replicated: dict) -> None:
-    """Replicates of the teacher-student metrics of the primary ranks (``statistic
-    "spectrum"``): the same replicates of both ranks, so the interval is of a paired
-    difference."""
+    """Replicates of the teacher-student and student-student metrics of the primary ranks
+    (``statistic "spectrum"``): the same replicates of both ranks, so the interval is of a
+    paired difference."""
     ranks = replicated.get(plan.convention.primary, {})
     for m in chosen:
-        if m.takes != TEACHER_STUDENT or m.statistic != "spectrum":
+        if m.statistic != "spectrum" or m.takes not in (TEACHER_STUDENT, STUDENT_STUDENT):
             continue
-        for pair in plan.pairs:
-            if pair[0] in ranks and pair[1] in ranks:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    value = m.compute(ranks[pair[0]], ranks[pair[1]])
-                replicated.setdefault(m.name, {})[_index(TEACHER_STUDENT, pair)] = value
+        pairs = ([(_index(TEACHER_STUDENT, p), p) for p in plan.pairs if set(p) <= set(ranks)]
+                 if m.takes == TEACHER_STUDENT else student_pairs(plan, ranks))
+        for index, (a, b) in pairs:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                replicated.setdefault(m.name, {})[index] = m.compute(ranks[a], ranks[b])
+
+
+class _in_turn:
+    """``_one_thread_each``'s interface, without threads (the builtin ``map``)."""
+
+    def __enter__(self):
+        return types.SimpleNamespace(map=map)
+
+    def __exit__(self, *exc):
+        return False
 
 
 class _one_thread_each:

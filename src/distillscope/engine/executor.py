@@ -18,9 +18,8 @@ from .._scratch import POOL
 from ..metrics.frequency import tokens_to_maps
 from ..metrics.moments import NonFiniteError, Prepared, RowPreparer
 from ..metrics.tokens import as_tokens
-from ..stats import sample_groups
 from ..store import nonfinite_message
-from .groups import group_accumulators
+from .groups import assign, bootstrap_groups, group_accumulators
 from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumulator,
                            MomentsAccumulator, RowsAccumulator, SpatialAccumulator)
 from .plan import Key, Plan, preparation, union_plan
@@ -149,23 +148,23 @@ class Block:
         """``maps(key)`` restricted to the analysed samples."""
         return self._pick(self.maps(key))
 
-    def grouping(self, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The bootstrap groups of the analysed samples (``stats.sample_groups``): each row's
+    def grouping(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bootstrap groups of the analysed samples (``engine.groups.assign``): each row's
         group, the order that sorts rows by group, and each group's bounds in that order."""
         if self._grouping is None:
-            ids = self.plan.store.sample_ids[self.start:self.stop]
-            group = sample_groups(self._pick(ids), groups, seed)
+            ids = self._pick(self.plan.store.sample_ids[self.start:self.stop])
+            group = assign(self.plan, ids, np.arange(*self.span))
             order = np.argsort(group, kind="stable")
-            bounds = np.searchsorted(group[order], np.arange(groups + 1))
+            bounds = np.searchsorted(group[order], np.arange(bootstrap_groups(self.plan) + 1))
             self._grouping = (group, order, bounds)
         return self._grouping
 
-    def grouped(self, key: Key, groups: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def grouped(self, key: Key) -> tuple[np.ndarray, np.ndarray]:
         """The analysed prepared rows sorted by bootstrap group, in float32 (what the cross
         sums multiply), and their squared norms (float64), once per block whichever pairs
         read them; the float64 rows the moments need are sorted by them, not kept."""
         if key not in self._grouped:
-            _, order, _ = self.grouping(groups, seed)
+            _, order, _ = self.grouping()
             z = self.analysed(key).z
             self._grouped[key] = (z[order].astype(np.float32),
                                   np.einsum("ij,ij->i", z, z)[order])

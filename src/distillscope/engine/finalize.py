@@ -23,12 +23,12 @@ from ..metrics.alignment import DegenerateWarning
 from ..metrics.neighbours import Samples
 from ..metrics.predictivity import CrossValidation
 from ..metrics.pairs import PairMoments
-from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, TEACHER_STUDENT,
-                                TEACHER_STUDENT_MODELS, Metric)
+from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, STUDENT_STUDENT,
+                                TEACHER_STUDENT, TEACHER_STUDENT_MODELS, Metric)
 from ..metrics.robustness import Probes
 from .plan import Plan
 
-__all__ = ["Values", "compute_values"]
+__all__ = ["Values", "compute_values", "student_pairs"]
 
 
 @dataclass
@@ -119,6 +119,7 @@ def _compute(plan: Plan, stats: dict[str, dict], values: Values) -> Values:
     _representations(plan, stats, values)
     _teacher_student(plan, stats, values)
     _teacher_student_models(plan, stats, values)
+    _student_student(plan, values)
     _clean_condition(plan, stats, values)
     _families(plan, stats, values)
     return values
@@ -235,6 +236,24 @@ def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None
                 sx, sy = stats["analysed"][t_key], stats["analysed"][s_key]
                 _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a),
                        _token(id(sx), id(sy), args))
+
+
+def _student_student(plan: Plan, values: Values) -> None:
+    """Metrics of each student against each other student, from their primary ranks."""
+    ranks = values.entries.get(plan.convention.primary, {})
+    for m in plan.chosen(STUDENT_STUDENT):
+        for index, (a, b) in student_pairs(plan, ranks):
+            _apply(m, values, index, lambda m=m, a=ranks[a], b=ranks[b]: m.compute(a, b),
+                   _token(ranks[a], ranks[b]))
+
+
+def student_pairs(plan: Plan, present) -> list[tuple[tuple, tuple]]:
+    """``((student, versus, condition, layer), (student key, versus key))`` of every two
+    distinct students whose keys are both in ``present``."""
+    return [((a, b, c, layer), ((a, c, layer), (b, c, layer)))
+            for c in plan.conditions for layer in plan.layers
+            for a in plan.students for b in plan.students
+            if a != b and (a, c, layer) in present and (b, c, layer) in present]
 
 
 def _teacher_student_models(plan: Plan, stats: dict[str, dict], values: Values) -> None:

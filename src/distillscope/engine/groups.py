@@ -1,6 +1,7 @@
 """The per-group sums of the engine's intervals (``engine.bootstrap``): accumulators of the pass.
 
-Each analysed sample belongs to one of ``G`` groups (``stats.sample_groups``); next to the exact
+Each analysed sample belongs to one of ``G`` groups (``assign``: by ``stats.sample_groups``, and
+nested in the cross-validation folds when the fold metrics are resampled); next to the exact
 statistics, these keep one set of sums per group: a representation's ``n``, ``sum z`` and the
 upper triangle of ``sum z z^T`` in float64 (the spectra need float64: a float32 rounding floor
 would count as small eigenvalues), with the debiased CKA's norm sums; a pair's ``d1 x d2`` cross
@@ -14,13 +15,52 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._errors import InputError
 from ..metrics.moments import SecondMoments
 from ..metrics.pairs import CrossMoments
-from ..metrics.registry import CLEAN_CONDITION, REPRESENTATION, TEACHER_STUDENT, Metric
+from ..metrics.registry import (CLEAN_CONDITION, REPRESENTATION, REQUESTED, TEACHER_STUDENT,
+                                Metric)
 from ..metrics.robustness import DriftAccumulator
+from ..stats import sample_groups
 
 __all__ = ["GroupMoments", "GroupCross", "GroupDrift", "group_accumulators", "group_memory",
-           "bootstrap_groups", "GROUP_BUDGET", "MIN_GROUPS", "MAX_GROUPS"]
+           "bootstrap_groups", "asked", "assign", "fold_masks", "GROUP_BUDGET", "MIN_GROUPS",
+           "MAX_GROUPS"]
+
+
+# --------------------------------------------------------------------------------- the groups
+def asked(plan) -> list[Metric]:
+    """The metrics of ``plan`` that ``resample`` asks intervals of: those declared with
+    ``interval=True``, and with ``resample="all"`` the ``"requested"`` ones too."""
+    every = plan.options.resample == "all"
+    return [m for m in plan.metrics if m.interval is True or (every and m.interval == REQUESTED)]
+
+
+def nested(plan) -> bool:
+    """Whether the groups nest in the cross-validation folds: when a fold metric
+    (``statistic "folds"``) is resampled, each group lies in one fold, so a replicate of a
+    fold is a weighted sum of its own groups (``fold_masks``)."""
+    return bool(plan.options.bootstrap and plan.folds
+                and any(m.statistic == "folds" for m in asked(plan)))
+
+
+def assign(plan, sample_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The group of each analysed sample, from its id (and, nested in the folds, from its
+    position among the analysed samples, which says its fold): ``stats.sample_groups`` over
+    ``G`` groups, or ``fold * G / K + sample_groups(id, G / K)``."""
+    g, seed = bootstrap_groups(plan), plan.options.bootstrap_seed
+    if not nested(plan):
+        return sample_groups(sample_ids, g, seed)
+    per = g // (len(plan.folds) - 1)
+    fold = np.searchsorted(plan.folds, positions, side="right") - 1
+    return fold * per + sample_groups(sample_ids, per, seed)
+
+
+def fold_masks(plan) -> np.ndarray:
+    """``(K, G)``: which groups lie in each fold (nested groups only)."""
+    k = len(plan.folds) - 1
+    g = bootstrap_groups(plan)
+    return (np.arange(g) // (g // k))[None, :] == np.arange(k)[:, None]
 
 
 def _reused(owner, name: str, shape: tuple, dtype) -> np.ndarray:
@@ -62,7 +102,7 @@ class GroupMoments:
         self.w = np.zeros((g, d)) if norms else None
 
     def update(self, block) -> None:
-        _, order, bounds = block.grouping(self.groups, self.seed)
+        _, order, bounds = block.grouping()
         if order.size == 0:
             return
         if self.shift is None:
@@ -70,7 +110,7 @@ class GroupMoments:
         from .._kernels import add_upper, jit_enabled
 
         z = block.analysed(self.key).z[order]  # float64, this representation's moments only
-        a = block.grouped(self.key, self.groups, self.seed)[1] if self.a is not None else None
+        a = block.grouped(self.key)[1] if self.a is not None else None
         for g in np.flatnonzero(np.diff(bounds)):
             lo, hi = bounds[g], bounds[g + 1]
             self.n[g] += hi - lo
@@ -157,14 +197,14 @@ class GroupCross:
         self.c = np.zeros((g, d1, d2), np.float32)
 
     def update(self, block) -> None:
-        _, order, bounds = block.grouping(self.groups, self.seed)
+        _, order, bounds = block.grouping()
         if order.size == 0:
             return
         x_key, y_key = self.key
         if self.shifts is None:
             self.shifts = (np.array(block.shift(x_key), float), np.array(block.shift(y_key), float))
-        x, a = block.grouped(x_key, self.groups, self.seed)
-        y, b = block.grouped(y_key, self.groups, self.seed)
+        x, a = block.grouped(x_key)
+        y, b = block.grouped(y_key)
         for g in np.flatnonzero(np.diff(bounds)):  # float32 rows, float64 sums
             lo, hi = bounds[g], bounds[g + 1]
             self.n[g] += hi - lo
@@ -229,7 +269,7 @@ class GroupDrift:
                                                            for _ in range(4))
 
     def update(self, block) -> None:
-        _, order, bounds = block.grouping(self.groups, self.seed)
+        _, order, bounds = block.grouping()
         if order.size == 0:
             return
         clean, other = (np.asarray(block.analysed_pooled(k))[order] for k in self.key)
@@ -265,7 +305,7 @@ def group_accumulators(plan) -> dict[str, dict]:
     teacher-student pair, clean-condition pair and drift pair that a resampled metric reads."""
     options = plan.options
     g, seed = bootstrap_groups(plan), options.bootstrap_seed
-    chosen = [m for m in plan.metrics if m.interval]
+    chosen = asked(plan)
     if not options.bootstrap or not chosen:
         return {"group_moments": {}, "group_pair": {}, "group_drift": {}}
     representations, pairs = _resampled(plan, chosen)
@@ -314,14 +354,25 @@ def bootstrap_groups(plan) -> int:
     """The number of groups: ``bootstrap_groups`` when given, else as many as keep the sums of
     every representation and pair of the selection within ``GROUP_BUDGET`` (1.25 GiB), between 16
     and 128 (more groups: intervals closer to their level, ``docs/metrics.md#intervals``). It
-    depends on the selection's widths alone, so every shard and convention of a store agrees."""
-    if plan.options.bootstrap_groups:
-        return int(plan.options.bootstrap_groups)
-    return int(np.clip(GROUP_BUDGET // max(_per_group(plan, None), 1), MIN_GROUPS, MAX_GROUPS))
+    depends on the selection's widths alone, so every shard and convention of a store agrees.
+    Nested in the ``K`` folds (``nested``), a multiple of ``K``: the default rounds down (to 20
+    at least); a given number must be one."""
+    given = plan.options.bootstrap_groups
+    g = int(given or np.clip(GROUP_BUDGET // max(_per_group(plan, None), 1), MIN_GROUPS,
+                             MAX_GROUPS))
+    if not nested(plan):
+        return g
+    k = len(plan.folds) - 1
+    if not given:
+        return max(g - g % k, 4 * k)
+    if g % k or g < 2 * k:
+        raise InputError(f"bootstrap_groups must be a multiple of the {k} cross-validation "
+                         f"folds (at least {2 * k}) when their metrics are resampled; got {g}")
+    return g
 
 
 def group_memory(plan) -> int:
     """Bytes the per-group sums of ``group_accumulators(plan)`` hold."""
     if not plan.options.bootstrap:
         return 0
-    return bootstrap_groups(plan) * _per_group(plan, [m for m in plan.metrics if m.interval])
+    return bootstrap_groups(plan) * _per_group(plan, asked(plan))

@@ -8,7 +8,10 @@ from dataclasses import dataclass, fields, replace
 from .._errors import InputError
 from ..conventions import Convention, resolve_conventions
 
-__all__ = ["AnalysisOptions"]
+__all__ = ["AnalysisOptions", "RESAMPLE"]
+
+#: ``resample``: the metrics declared ``interval=True``, or those and the ``"requested"`` ones
+RESAMPLE = ("default", "all")
 
 
 def _names(value) -> tuple[str, ...] | None:
@@ -67,6 +70,15 @@ class AnalysisOptions:
     bootstrap_seed : int, default 0
         Seeds the groups and the replicate draws (with the sample ids alone: shards, blocks
         and reruns agree).
+    resample : {"default", "all"}
+        Which metrics get intervals. ``default``: those whose replicates are cheap (the
+        effective-rank family and the spectrum, linear CKA, drift, probe and kNN accuracy, the
+        collapse ratio and the rank differences), within 2x the time of the analysis without
+        intervals. ``all``: also the metrics declared ``interval="requested"`` (the CCA
+        family, Procrustes, principal angles, variance captured, linear HSIC and regression,
+        the cross-validated predictivity and retention), each replicate of which redoes their
+        decompositions or ridge fits (``docs/performance.md`` gives the cost); with the
+        cross-validation metrics the groups nest in the folds (``engine.groups``).
     """
 
     models: tuple[str, ...] | None = None
@@ -87,6 +99,7 @@ class AnalysisOptions:
     confidence: float = 0.95
     interval: str = "jackknife"
     bootstrap_seed: int = 0
+    resample: str = "default"
 
     def __post_init__(self) -> None:
         for name in ("models", "conditions", "layers", "metrics"):
@@ -113,6 +126,9 @@ class AnalysisOptions:
         if not 0.0 < float(self.confidence) < 1.0:
             raise InputError(f"confidence must be between 0 and 1 (0.95 for 95%); got "
                              f"{self.confidence!r}")
+        if self.resample not in RESAMPLE:
+            raise InputError(f"resample must be one of {', '.join(RESAMPLE)}; got "
+                             f"{self.resample!r}")
         if self.interval not in INTERVAL_METHODS:
             raise InputError(f"interval must be one of {', '.join(INTERVAL_METHODS)}; got "
                              f"{self.interval!r}")

@@ -18,7 +18,7 @@ import numpy as np
 from .._errors import InputError
 from .linalg import along, eigh_desc, inv_sqrt, numerical_rank
 from .pairs import PairMoments, check_pair, pair_moments
-from .registry import TEACHER_STUDENT, metric, register, Metric
+from .registry import REQUESTED, TEACHER_STUDENT, Metric, metric, register
 
 __all__ = [
     "DegenerateWarning",
@@ -209,17 +209,20 @@ def cca(x, y=None, *, center: bool = True) -> np.ndarray:
     return _canonical(*m.blocks(center=False))[0]
 
 
-metric("cca_mean", long_name="mean canonical correlation", units="1", takes=TEACHER_STUDENT,
+metric("cca_mean", long_name="mean canonical correlation", units="1", interval=REQUESTED,
+       takes=TEACHER_STUDENT,
        statistic="pair", anchor="cca", source="Hotelling 1936",
        compute=lambda pair: _mean_or_nan(cca(pair)),
        definition="mean of s_i(Qx^T Qy) of centred data; NaN when d1 + d2 >= n")(cca)
 metric("cca_r2", long_name="mean squared canonical correlation", units="1",
+       interval=REQUESTED,
        takes=TEACHER_STUDENT, statistic="pair", anchor="cca", source="Hotelling 1936",
        compute=lambda pair: _mean_or_nan(cca(pair) ** 2),
        definition="mean of rho_i^2; NaN when d1 + d2 >= n")(cca)
 
 
-@metric("svcca", long_name="SVCCA", units="1", takes=TEACHER_STUDENT, statistic="pair",
+@metric("svcca", long_name="SVCCA", units="1", interval=REQUESTED,
+        takes=TEACHER_STUDENT, statistic="pair",
         anchor="cca", source="Raghu et al., arXiv 1706.05806", tables={"alignment": "SVCCA"},
         definition="CCA mean after keeping 99% of each side's variance; Raghu et al., "
                    "arXiv 1706.05806")
@@ -250,7 +253,7 @@ def svcca_correlations(x, y=None, *, variance: float = 0.99) -> np.ndarray:
 
 
 metric("svcca_r2", long_name="SVCCA mean squared correlation", units="1",
-       takes=TEACHER_STUDENT, statistic="pair", anchor="cca", default=False,
+       interval=REQUESTED, takes=TEACHER_STUDENT, statistic="pair", anchor="cca", default=False,
        source="Kornblith et al., arXiv 1905.00414 (Table 1: R^2_SVCCA)",
        compute=lambda pair: _mean_or_nan(svcca_correlations(pair) ** 2),
        definition="mean of rho_i^2 of the CCA after keeping 99% of each side's "
@@ -258,6 +261,7 @@ metric("svcca_r2", long_name="SVCCA mean squared correlation", units="1",
 
 
 @metric("linear_hsic", long_name="linear HSIC", units="feature units squared (product)",
+        interval=REQUESTED,
         takes=TEACHER_STUDENT, statistic="pair", anchor="linear-hsic", default=False,
         source="Kornblith et al., arXiv 1905.00414 (Eq. 3, Table 1)",
         definition="||Yc^T Xc||_F^2 / (n - 1)^2: the biased HSIC of linear kernels, "
@@ -272,7 +276,8 @@ Vert_F^2 / (n-1)^2 = \mathrm{tr}(KHLH)/(n-1)^2`
 
 
 @metric("linreg_r2", long_name="linear regression R^2 of the teacher from the student",
-        units="1", takes=TEACHER_STUDENT, statistic="pair", anchor="linear-regression-r2",
+        units="1", interval=REQUESTED,
+        takes=TEACHER_STUDENT, statistic="pair", anchor="linear-regression-r2",
         default=False, source="Kornblith et al., arXiv 1905.00414 (Table 1: R^2_LR)",
         definition="||Q_Y^T Xc||_F^2 / ||Xc||_F^2, X the teacher, Q_Y an orthonormal basis of "
                    "the centred student (in sample, no penalty); NaN when d2 >= n")
@@ -296,7 +301,8 @@ Vert_F^2 / \mathrm{tr}\,S_{xx}` (the whitening on Y's
     return float(np.sum((sxy @ _whitening(m.y)) ** 2) / total)
 
 
-@metric("pwcca", long_name="PWCCA", units="1", takes=TEACHER_STUDENT, statistic="pair",
+@metric("pwcca", long_name="PWCCA", units="1", interval=REQUESTED,
+        takes=TEACHER_STUDENT, statistic="pair",
         anchor="cca", source="Morcos et al., arXiv 1806.05759",
         definition="sum a_i rho_i / sum a_i, a_i = sum_j |<h_i, x_j>| on the narrower layer; "
                    "Morcos et al., arXiv 1806.05759")
@@ -346,7 +352,7 @@ def subspace_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @metric("principal_angles", long_name="principal angle between top-k principal subspaces",
-        units="rad", takes=TEACHER_STUDENT, statistic="pair", dims=("angle",),
+        units="rad", interval=REQUESTED, takes=TEACHER_STUDENT, statistic="pair", dims=("angle",),
         anchor="principal-angles", source="Bjorck & Golub 1973", params={"k": N_ANGLES},
         compute=lambda pair, k: principal_angles(pair, k=min(k, pair.d1, pair.d2, pair.count - 1)),
         definition=f"sample space, k = {N_ANGLES} (fewer when a side is narrower), ascending; "
@@ -381,7 +387,7 @@ def principal_angles(x, y=None, *, k: int = 10, space: str = "sample") -> np.nda
 
 
 @metric("procrustes_angular", long_name="angular Procrustes distance", units="rad",
-        takes=TEACHER_STUDENT, statistic="pair", anchor="procrustes",
+        interval=REQUESTED, takes=TEACHER_STUDENT, statistic="pair", anchor="procrustes",
         source="Williams et al., arXiv 2110.14739",
         definition="arccos(||Xc^T Yc||_* / (||Xc||_F ||Yc||_F)) (alpha = 1); Williams et al., "
                    "arXiv 2110.14739")
@@ -421,7 +427,7 @@ def procrustes_angular(x, y=None, *, alpha: float = 1.0) -> float:
 
 # ---------------------------------------------------------------------------- information kept
 @metric("variance_captured", long_name="student variance captured by the teacher's top-k directions",
-        units="1", takes=TEACHER_STUDENT, statistic="pair", dims=("component",),
+        units="1", interval=REQUESTED, takes=TEACHER_STUDENT, statistic="pair", dims=("component",),
         anchor="variance-captured", source="arXiv 2603.06698 Fig. 1",
         definition="A(k) = sum_{j<=k} ||Yc v_j||^2 / ||Yc||_F^2, v_j teacher principal "
                    "directions; same-space pairs only (arXiv 2603.06698 Fig. 1)")
@@ -449,6 +455,7 @@ def variance_captured(x, y=None, *, center_student: bool = True) -> np.ndarray:
 register(Metric(
     name="variance_captured_uncentred",
     long_name="uncentred student variance captured by the teacher's top-k directions", units="1",
+    interval=REQUESTED,
     takes=TEACHER_STUDENT, statistic="pair", dims=("component",), anchor="variance-captured",
     family="alignment", compute=variance_captured, params={"center_student": False},
     default=False, source="arXiv 2603.06698's notebook, cell 5",

@@ -19,8 +19,8 @@ import numpy as np
 
 from .._errors import InputError
 from .moments import SecondMoments
-from .registry import (FAMILY, REGISTRY, REPRESENTATION, TEACHER_STUDENT, Metric, metric,
-                       register)
+from .registry import (FAMILY, REGISTRY, REPRESENTATION, STUDENT_STUDENT, TEACHER_STUDENT,
+                       Metric, metric, register)
 
 __all__ = [
     "ESTIMATORS",
@@ -258,6 +258,14 @@ register(Metric(
     compute=lambda teacher, student: teacher - student, interval=True,
     definition="primary effective rank of the teacher minus the student's, same condition; "
                "a paired difference: its interval from the same bootstrap replicates"))
+
+register(Metric(
+    name="student_rank_difference", long_name="student rank minus another student's rank",
+    units="dimensions", takes=STUDENT_STUDENT, statistic="spectrum", family="dimensionality",
+    anchor="intervals", compute=lambda student, versus: student - versus, interval=True,
+    definition="primary effective rank of the student minus that of the student named by "
+               "versus, same condition and layer; a paired difference: its interval from the "
+               "same bootstrap replicates"))
 
 register(Metric(
     name="spectrum", long_name="covariance eigenvalue", units="feature units squared",

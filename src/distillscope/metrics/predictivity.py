@@ -8,7 +8,7 @@ import numpy as np
 
 from .._errors import InputError
 from .linalg import along, eigh_desc
-from .registry import TEACHER_STUDENT, Metric, register
+from .registry import REQUESTED, TEACHER_STUDENT, Metric, register
 
 __all__ = ["ridge_retention", "CrossValidation", "N_FOLDS", "RIDGE"]
 
@@ -126,6 +126,7 @@ class CrossValidation(tuple):
 
 register(Metric(
     name="linear_predictivity", long_name="cross-validated linear predictivity", units="1",
+    interval=REQUESTED,
     takes=TEACHER_STUDENT, statistic="folds", anchor="cross-validated-linear-predictivity",
     compute=lambda folds, ridge: folds.fit(ridge)[0], function=ridge_retention,
     params={"ridge": RIDGE}, tables={"alignment": "CV R^2"},
@@ -133,7 +134,7 @@ register(Metric(
                f"dimensions (penalty {RIDGE} tr(Syy)/d2)"))
 register(Metric(
     name="retention", long_name="teacher variance retained per teacher principal direction",
-    units="1", takes=TEACHER_STUDENT, statistic="folds", dims=("component",),
+    units="1", interval=REQUESTED, takes=TEACHER_STUDENT, statistic="folds", dims=("component",),
     anchor="cross-validated-linear-predictivity", compute=lambda folds, ridge: folds.fit(ridge)[1],
     params={"ridge": RIDGE},
     definition=f"1 - v_j^T R v_j / v_j^T S_tt v_j, R the held-out residual scatter of "

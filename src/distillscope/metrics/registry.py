@@ -42,9 +42,11 @@ __all__ = [
     "REPRESENTATION",
     "TEACHER_STUDENT",
     "TEACHER_STUDENT_MODELS",
+    "STUDENT_STUDENT",
     "CLEAN_CONDITION",
     "RESULTS",
     "FAMILY",
+    "REQUESTED",
     "by_variable",
     "markdown_table",
 ]
@@ -52,9 +54,13 @@ __all__ = [
 REPRESENTATION = "representation"
 TEACHER_STUDENT = "teacher_student"
 TEACHER_STUDENT_MODELS = "teacher_student_models"
+STUDENT_STUDENT = "student_student"
 CLEAN_CONDITION = "clean_condition"
 RESULTS = "results"
 FAMILY = "family"
+
+#: ``Metric.interval`` of a metric resampled only when asked (``resample="all"``)
+REQUESTED = "requested"
 
 #: what a metric takes -> the dimensions of its variable (before its own ``dims``)
 TAKES: Mapping[str, tuple[str, ...]] = MappingProxyType({
@@ -62,6 +68,8 @@ TAKES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     TEACHER_STUDENT: ("student", "condition", "teacher_layer", "student_layer"),
     # the teacher against each student, every layer of both together (best layer pair, say)
     TEACHER_STUDENT_MODELS: ("student", "condition"),
+    # each student against each other student ("versus"), same condition and layer
+    STUDENT_STUDENT: ("student", "versus", "condition", "layer"),
     CLEAN_CONDITION: ("model", "condition", "layer"),
     FAMILY: ("family", "condition", "layer"),  # the seeds of one model family together
     RESULTS: (),  # derived from other variables once the pass is done; dims are its own
@@ -72,7 +80,8 @@ STATISTICS: Mapping[str, str] = MappingProxyType({
     "spectrum": "the covariance eigenvalues of one representation, descending: centred or not "
                 "as the convention says; effective-rank estimators also get eps and n_values = "
                 "min(n, d); family metrics get the list of their seeds' centred spectra and eps; "
-                "teacher_student metrics get the primary effective ranks of teacher and student",
+                "teacher_student metrics get the primary effective ranks of teacher and student, "
+                "student_student metrics those of the student and the one it is compared with",
     "moments": "the representation's SecondMoments and its distillscope.engine Representation",
     "maps": "a SpectrumAccumulator of the representation's spatial maps",
     "images": "a PerImageDims of the representation's token matrices (token and map layers)",
@@ -140,10 +149,13 @@ class Metric:
     at_reference : Any, optional
         ``clean_condition`` metrics: the value at the clean condition itself (0 drift, CKA 1),
         set without computing.
-    interval : bool
+    interval : bool or "requested"
         Resampled by the engine's group bootstrap (``analyze(bootstrap=B)``): the results get
         ``<variable>_ci`` with its confidence interval (``distillscope.engine.bootstrap``).
-        Only for metrics of the mergeable statistics ``spectrum``, ``pair`` and ``drift``.
+        ``True``: whenever ``bootstrap`` is on; ``"requested"``: only with ``resample="all"``,
+        for metrics each replicate of which redoes a decomposition or a ridge fit (the CCA
+        family, Procrustes, the cross-validated predictivity). Only for metrics of the
+        mergeable statistics ``spectrum``, ``pair``, ``folds``, ``drift`` and ``probes``.
     """
 
     name: str
@@ -169,7 +181,7 @@ class Metric:
     eps: float | None = None
     needs: Callable[..., dict] | None = None
     at_reference: Any = None
-    interval: bool = False
+    interval: bool | str = False
 
     def __post_init__(self) -> None:
         if self.takes not in TAKES:
@@ -180,6 +192,9 @@ class Metric:
                              f"{', '.join(STATISTICS)}; got {self.statistic!r}")
         if (self.variable is None) != (self.coordinate is None):
             raise ValueError(f"metric {self.name!r}: give variable and coordinate together")
+        if self.interval not in (False, True, REQUESTED):
+            raise ValueError(f"metric {self.name!r}: interval must be True, False or "
+                             f"{REQUESTED!r}; got {self.interval!r}")
 
     @property
     def result_variable(self) -> str:
@@ -285,6 +300,9 @@ def by_variable(chosen: list[Metric]) -> Iterator[tuple[str, list[Metric]]]:
     yield from groups.items()
 
 
+_INTERVAL_CELL = {False: "no", True: "yes", REQUESTED: "on request"}
+
+
 def markdown_table() -> str:
     """The registry as the Markdown table of ``docs/metrics.md`` (a test keeps them equal):
     ``distillscope metrics --markdown`` prints it."""
@@ -295,5 +313,5 @@ def markdown_table() -> str:
         dims = f" x {', '.join(m.dims)}" if m.dims else ""
         rows.append(f"| `{m.name}` | `{variable}`{dims} | {m.takes} | {m.statistic} | "
                     f"{m.long_name} | {m.units} | {'yes' if m.default else 'no'} | "
-                    f"{'yes' if m.interval else 'no'} | [{m.anchor}](#{m.anchor}) |")
+                    f"{_INTERVAL_CELL[m.interval]} | [{m.anchor}](#{m.anchor}) |")
     return "\n".join(rows)

@@ -47,6 +47,7 @@ COORDINATES: dict[str, dict] = {
     "estimator_definition": {"long_name": "definition of the estimator", "units": _LABEL},
     "component": {"long_name": "rank of the eigenvalue (1: the largest)", "units": "1"},
     "student": {"long_name": "student model name", "units": _LABEL},
+    "versus": {"long_name": "the student another student is compared with", "units": _LABEL},
     "teacher_layer": {"long_name": "teacher layer name", "units": _LABEL},
     "student_layer": {"long_name": "student layer name", "units": _LABEL},
     "angle": {"long_name": "index of the principal angle (1: the smallest)", "units": "1"},
