@@ -31,7 +31,8 @@ def _extract(config: str, **options) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     _extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
              batch_size=args.batch_size, amp=args.amp, workers=args.workers,
-             dry_run=args.dry_run, progress=not args.quiet, allow_code=args.allow_code)
+             dry_run=args.dry_run, progress=not args.quiet, allow_code=args.allow_code,
+             shard=args.shard)
     return 0
 
 
@@ -78,6 +79,10 @@ def register(sub) -> None:
                    help="mixed precision (CUDA only; default: [run] amp)")
     p.add_argument("--workers", type=int,
                    help="threads building inputs ahead (default: [run] workers, else 0 on CPU)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="extract slice I (0-based) of N of the samples into -o FOLDER "
+                        "(FOLDER/shard-I-of-N.h5 and its manifest.json; default folder "
+                        "CONFIG.shards); inspect and analyze read the folder as one store")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be extracted and the store size; write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -49,6 +49,14 @@ class ImageData:
     def __len__(self) -> int:
         return int(self.ids.size)
 
+    def slice(self, start: int, stop: int) -> "ImageData":
+        """Samples ``start:stop`` (one shard of an extraction), in the same order."""
+        return ImageData(
+            self.source, self.ids[start:stop],
+            None if self.labels is None else self.labels[start:stop], self.splits[start:stop],
+            None if self.pixels is None else self.pixels[start:stop],
+            None if self.files is None else self.files[start:stop], dict(self.provenance))
+
     def images(self, start: int, stop: int) -> list[np.ndarray]:
         """Images ``start:stop`` as uint8 (h, w, 3) arrays."""
         if self.pixels is not None:

@@ -35,6 +35,7 @@ import torch
 from distillscope import OutputError
 from distillscope.outputs import OutputLock, check_output_path, check_room, write_atomically
 from distillscope.store import StoreWriter
+from distillscope.store.shards import manifest_for, parse_shard, shard_name, write_manifest
 
 from .conditions import Condition
 from .config import Config, PreprocessSpec, load_config
@@ -63,6 +64,9 @@ class Plan:
     batch_size: int
     amp: bool
     workers: int = 0
+    #: ``(index, count)`` and the manifest of an extraction in shards (``--shard I/N``)
+    shard: tuple[int, int] | None = None
+    manifest: dict[str, Any] | None = None
 
     @property
     def work(self) -> Path:
@@ -145,9 +149,10 @@ def _output_path(config: Config, output: str | os.PathLike[str] | None) -> Path:
 def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
                     device: str | None = None, batch_size: int | None = None,
                     amp: bool | None = None, workers: int | None = None,
-                    allow_code: bool = False) -> Plan:
+                    allow_code: bool = False, shard: tuple[int, int] | None = None) -> Plan:
     """Check the configuration, data, models and layers; measure every layer's shape.
-    ``allow_code`` lets the configuration name factories outside distillscope."""
+    ``allow_code`` lets the configuration name factories outside distillscope; ``shard``
+    ``(I, N)`` keeps slice ``I`` of ``N`` of the samples (``distillscope.store.shards``)."""
     if not isinstance(config, Config):
         config = load_config(config)
     run = config.run
@@ -160,6 +165,10 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1; got {batch_size}")
     data = load_data(config.data)
+    manifest = None
+    if shard is not None:  # whole batches: the shard runs the batches an unsharded run would
+        manifest = manifest_for(shard[1], config.sha256, data.ids, batch_size)
+        data = data.slice(*manifest["bounds"][shard[0]:shard[0] + 2])
     models = [build_model(spec, seed=run.seed, where=_where(config, i), allow_code=allow_code)
               for i, spec in enumerate(config.models)]
     teacher = next((m for m in models if m.spec.role == "teacher"), models[0])
@@ -184,7 +193,8 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
     workers = run.workers if workers is None else workers
     if workers is None:  # threads building inputs ahead: worth it when a GPU runs the models
         workers = min(8, max(1, (os.cpu_count() or 2) - 2)) if device == "cuda" else 0
-    return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp, workers)
+    return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp, workers,
+                shard, manifest)
 
 
 # ------------------------------------------------------------------------------------ shards
@@ -355,10 +365,15 @@ def _provenance(plan: Plan) -> dict[str, Any]:
         import torchvision
 
         versions["torchvision"] = torchvision.__version__
-    return {"config_sha256": plan.config.sha256, "config_file": str(plan.config.path),
-            "versions": versions, "device": plan.device, "batch_size": plan.batch_size,
-            "mixed_precision": plan.amp, "seed": plan.config.run.seed,
-            "data": {"source": plan.data.source, **plan.data.provenance}}
+    out = {"config_sha256": plan.config.sha256, "config_file": str(plan.config.path),
+           "versions": versions, "device": plan.device, "batch_size": plan.batch_size,
+           "mixed_precision": plan.amp, "seed": plan.config.run.seed,
+           "data": {"source": plan.data.source, **plan.data.provenance}}
+    if plan.shard is not None:
+        index, count = plan.shard
+        start, stop = plan.manifest["bounds"][index:index + 2]
+        out["shard"] = {"index": index, "count": count, "start": start, "stop": stop}
+    return out
 
 
 def _assemble(plan: Plan, *, overwrite: bool) -> Path:
@@ -398,7 +413,8 @@ def _files_read(config) -> list[Path | None]:
 def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
             overwrite: bool = False, device: str | None = None, batch_size: int | None = None,
             amp: bool | None = None, workers: int | None = None, dry_run: bool = False,
-            progress: bool = True, allow_code: bool = False, log=print) -> Path | Plan:
+            progress: bool = True, allow_code: bool = False,
+            shard: str | tuple[int, int] | None = None, log=print) -> Path | Plan:
     """Run an extraction (or resume an interrupted one) and return the store's path.
 
     Parameters
@@ -419,10 +435,25 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
     allow_code : bool
         Run model factories that are not distillscope's own (``factory = "file.py:function"``
         or another package's module): a configuration is data unless you say otherwise.
+    shard : "I/N" or (I, N), optional
+        Extract slice ``I`` (0-based) of ``N`` of the samples, on whole batches, into
+        ``output/shard-0000I-of-0000N.h5`` (``output`` is then the folder of the shards,
+        default ``<config name>.shards``) with the folder's ``manifest.json``; each shard
+        resumes on its own, and ``open_store(output)`` reads them all as one store
+        (``distillscope.store.shards``, ``docs/scaling.md``).
     """
     config = load_config(config)
+    if shard is not None:
+        shard = parse_shard(shard) if isinstance(shard, str) else parse_shard("%d/%d" % shard)
+        folder = Path(output if output is not None else f"{config.path.stem}.shards")
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder}: with --shard, -o names the folder of the shards; "
+                              "this is a file")
+        output = folder / shard_name(*shard)
     out = _output_path(config, output)
     if not dry_run:
+        if shard is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
         work = out.with_name(out.name + ".work")
         if work.is_dir() and out.exists() and _is_finished_store(out, config.sha256):
             shutil.rmtree(work)
@@ -430,11 +461,13 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             return out
         check_output_path(out, overwrite=overwrite, what="store", inputs=_files_read(config))
     plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp,
-                           workers=workers, allow_code=allow_code)
+                           workers=workers, allow_code=allow_code, shard=shard)
     if dry_run:
         log(plan.describe())
         log("dry run: nothing written")
         return plan
+    if plan.manifest is not None:
+        write_manifest(out.parent, plan.manifest)
     with OutputLock(plan.output, "store"):  # one extraction per output at a time
         check_room(plan.output, 2 * plan.n_bytes(), "extraction (work shards, then the store)")
         try:

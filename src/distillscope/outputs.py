@@ -38,15 +38,15 @@ def check_output_path(path: Path, *, overwrite: bool, what: str,
 
     Refused always: a directory; an existing path that is not a regular file (a device, a FIFO,
     a socket: ``os.replace`` would put a regular file in its place); the same file as any of
-    ``inputs`` (by ``os.path.samefile``: any spelling, a symbolic or a hard link), with or
-    without ``overwrite``. Refused unless ``overwrite``: an existing regular file. Refused too: a
+    ``inputs`` (by ``os.path.samefile``: any spelling, a symbolic or a hard link; for a folder
+    of shards, its manifest and every shard in it), with or without ``overwrite``. Refused unless ``overwrite``: an existing regular file. Refused too: a
     missing or read-only folder.
     """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name for the {what}")
-    for source in inputs:
-        if source is not None and _same_file(path, Path(source)):
+    for source in _with_shards(inputs):
+        if _same_file(path, Path(source)):
             raise OutputError(f"{path}: is the input {source}; writing the {what} there would "
                               "destroy it: choose another output path")
     refuse_special_file(path, what)
@@ -57,6 +57,16 @@ def check_output_path(path: Path, *, overwrite: bool, what: str,
         raise OutputError(f"{path}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: folder {parent} is not writable; choose another output path")
+
+
+def _with_shards(inputs: Iterable[str | os.PathLike[str] | None]) -> list[Path]:
+    """The inputs, a folder of shards (``store.shards``) standing for its files."""
+    out = []
+    for source in (Path(s) for s in inputs if s is not None):
+        out.append(source)
+        if source.is_dir() and (source / "manifest.json").is_file():
+            out += [source / "manifest.json", *source.glob("shard-*-of-*.h5")]
+    return out
 
 
 def check_room(path: Path, more: int, what: str, *, size_now: int = 0) -> None:

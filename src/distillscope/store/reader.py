@@ -149,6 +149,8 @@ def open_store(path: str | os.PathLike[str], *, allow_incomplete: bool = False,
     Parameters
     ----------
     path : path-like
+        A store file, or a folder of shards with their ``manifest.json`` (``extract --shard``;
+        ``store.shards``), read as one store.
     allow_incomplete : bool, default False
         Read a store whose writer did not finish (``complete = False``).
     allow_external : bool, default False
@@ -167,7 +169,13 @@ def open_store(path: str | os.PathLike[str], *, allow_incomplete: bool = False,
         raise StoreError(path, None, "no such file; check the path (create stores with extract "
                                      "or distillscope.StoreWriter)")
     if path.is_dir():
-        raise StoreError(path, None, "is a directory, not a store file")
+        from .shards import MANIFEST, open_sharded
+
+        if (path / MANIFEST).is_file():  # the shards of one extraction, read as one store
+            return open_sharded(path, allow_incomplete=allow_incomplete,
+                                allow_external=allow_external)
+        raise StoreError(path, None, f"is a directory, not a store file (nor a folder of "
+                                     f"shards: it has no {MANIFEST})")
     try:
         file = h5py.File(path, "r")
     except OSError as err:
