@@ -85,9 +85,17 @@ def run_analysis(args: argparse.Namespace, store, output: Path):
 
     check_output_path(output, overwrite=args.overwrite, what="results file", inputs=[store])
     start = time.perf_counter()
+    options = analysis_options(args)
+    scheduler = getattr(args, "scheduler", None)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", AnalysisNote)
-        results = analyze(store, analysis_options(args))
+        if scheduler:  # the pass as tasks on dask.distributed (engine.distributed)
+            from ..engine.distributed import scheduler_client
+
+            with scheduler_client(scheduler) as client:
+                results = analyze(store, options, client=client)
+        else:
+            results = analyze(store, options)
     for note in notes:
         if issubclass(note.category, AnalysisNote):
             print(f"distillscope: note: {note.message}", file=sys.stderr)
@@ -277,6 +285,10 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                         "within 2x the time) or all (also the CCA family, Procrustes, angles, "
                         "variance captured, cross-validated predictivity and retention: each "
                         "replicate redoes their decompositions; docs/performance.md)")
+    p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
+                   help="run the pass on dask.distributed: a LocalCluster of N worker "
+                        "processes, or a running scheduler (docs/scaling.md; needs the "
+                        "distributed extra)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print every table (rank, alignment, robustness), not the summary")

@@ -25,7 +25,7 @@ class AnalysisNote(UserWarning):
 
 
 def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | None = None, *,
-            dry_run: bool = False, **keywords) -> xr.Dataset | Plan | list[Plan]:
+            dry_run: bool = False, client=None, **keywords) -> xr.Dataset | Plan | list[Plan]:
     """Every chosen metric of every model, condition and layer of a store, in one pass.
 
     The store is read once, block by block, all datasets of a block together; each block is
@@ -44,6 +44,11 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
     dry_run : bool, default False
         Return the ``Plan`` (what would be read and computed, bytes and memory; print it)
         without reading any value; a list of them, one per convention, for several.
+    client : dask.distributed.Client, optional
+        Run the pass as tasks over ranges of samples on its workers, merge their accumulators
+        and finish here (``distillscope.engine.distributed``, ``docs/scaling.md``); the
+        results equal a single process's to float64 rounding. Each worker opens the store by
+        its path, so it must see the same file system.
 
     Returns
     -------
@@ -72,7 +77,12 @@ def analyze(store: str | os.PathLike[str] | Store, options: AnalysisOptions | No
         check_memory(plans)
         for note in dict.fromkeys(note for plan in plans for note in plan.notes):
             warnings.warn(note, AnalysisNote, stacklevel=2)
-        stats = run_plans(plans)
+        if client is None:
+            stats = run_plans(plans)
+        else:
+            from .distributed import run_distributed
+
+            stats = run_distributed(plans, client, options)
         values = compute_plans(plans, stats)
         for plan, statistics, v in zip(plans, stats, values):
             resample(plan, statistics, v)

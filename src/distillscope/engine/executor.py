@@ -25,7 +25,8 @@ from .accumulators import (CrossAccumulator, DriftPairAccumulator, ImagesAccumul
 from .plan import Key, Plan, preparation, union_plan
 from .pooling import pool
 
-__all__ = ["Block", "Reads", "accumulators", "run", "run_plans"]
+__all__ = ["Block", "Reads", "accumulators", "run", "run_plans", "feed_range", "merge_tables",
+           "finalize_tables"]
 
 
 class Reads:
@@ -244,13 +245,28 @@ def run_plans(plans: list[Plan]) -> list[dict[str, dict]]:
     them computes (``union_plan``); the held rows of the sample-level metrics, and the
     statistics that only depend on which samples are analysed, are shared further. Returns
     each plan's finalized statistics (shared objects where shared)."""
+    tables = feed_range(plans, 0, plans[0].store.n_samples, progress=True)
+    return finalize_tables(plans, tables)
+
+
+def _groups(plans: list[Plan]) -> dict[tuple, list[Plan]]:
+    """The plans by how they prepare rows (``preparation``): one set of accumulators each."""
     first = plans[0]
     if any(p.rows != first.rows or list(p.reps) != list(first.reps) for p in plans):
         raise ValueError("run_plans needs plans of one selection and block size")
     groups: dict[tuple, list[Plan]] = {}
     for p in plans:
         groups.setdefault(preparation(p), []).append(p)
-    heads = [union_plan(members) for members in groups.values()]
+    return groups
+
+
+def feed_range(plans: list[Plan], start: int, stop: int, *,
+               progress: bool = False) -> list[dict[str, dict]]:
+    """The accumulators of ``plans`` (one table per preparation group, shared accumulators
+    shared), fed the samples ``start:stop`` in blocks of ``rows`` from ``start``; not
+    finalized: tables of several ranges ``merge_tables``, then ``finalize_tables``
+    (``engine.distributed`` runs each range as a task)."""
+    heads = [union_plan(members) for members in _groups(plans).values()]
     tables = [accumulators(head) for head in heads]
     # one accumulator per statistic, key and what it depends on: of alike ones, the widest
     chosen: dict[tuple, object] = {}
@@ -265,37 +281,62 @@ def run_plans(plans: list[Plan]) -> list[dict[str, dict]]:
         for statistic, t in table.items():
             for key in t:
                 t[key] = chosen[(statistic, key, preparation(head, statistic))]
-    store = first.store
-    readers = {k: store.reader(r.info) for k, r in first.reps.items()}
+    first = plans[0]
+    readers = {k: first.store.reader(r.info) for k, r in first.reps.items()}
     preparers = [{k: RowPreparer(r.width, l2_normalize=h.l2) for k, r in h.reps.items()}
                  for h in heads]
     orders = _feeding_orders(heads, tables)
-    clean = first.reference_condition
-    n, rows = store.n_samples, first.rows
-    bar = _progress(first)
+    bar = _progress(first) if progress else None
     try:
-        for start in range(0, n, rows):
-            reads = Reads(first, start, min(n, start + rows), readers)
-            blocks = [Block(h, reads.start, reads.stop, readers, prep, reads)
-                      for h, prep in zip(heads, preparers)]
-            try:
-                for condition in first.condition_order():
-                    for block, order in zip(blocks, orders):
-                        for acc in order[condition]:
-                            acc.update(block)
-                        if condition != clean:
-                            block.release(condition)
-                    if condition != clean:
-                        reads.release(condition)
-            finally:
-                for block in blocks:
-                    block.release()
-                reads.release()
+        for lo in range(start, stop, first.rows):
+            reads = Reads(first, lo, min(stop, lo + first.rows), readers)
+            _feed_block(first, heads, orders, readers, preparers, reads)
             if bar is not None:
                 bar.update(reads.stop - reads.start)
     finally:
         if bar is not None:
             bar.close()
+    return tables
+
+
+def _feed_block(first: Plan, heads: list[Plan], orders: list, readers: dict, preparers: list,
+                reads: Reads) -> None:
+    """Every accumulator fed one range of rows, condition by condition (each condition's rows
+    released once fed, the clean condition's last)."""
+    clean = first.reference_condition
+    blocks = [Block(h, reads.start, reads.stop, readers, prep, reads)
+              for h, prep in zip(heads, preparers)]
+    try:
+        for condition in first.condition_order():
+            for block, order in zip(blocks, orders):
+                for acc in order[condition]:
+                    acc.update(block)
+                if condition != clean:
+                    block.release(condition)
+            if condition != clean:
+                reads.release(condition)
+    finally:
+        for block in blocks:
+            block.release()
+        reads.release()
+
+
+def merge_tables(tables: list[dict[str, dict]], later: list[dict[str, dict]]
+                 ) -> list[dict[str, dict]]:
+    """``tables`` with the accumulators of a later range (``feed_range`` of the same plans)
+    merged in, each distinct accumulator once (shared ones are shared in both)."""
+    merged: set[int] = set()
+    for mine, theirs in zip(tables, later):
+        for statistic, t in mine.items():
+            for key, acc in t.items():
+                if id(acc) not in merged:
+                    merged.add(id(acc))
+                    acc.merge(theirs[statistic][key])
+    return tables
+
+
+def finalize_tables(plans: list[Plan], tables: list[dict[str, dict]]) -> list[dict[str, dict]]:
+    """Each plan's finalized statistics from the tables of ``feed_range`` (merged)."""
     final: dict[int, object] = {}
     for table in tables:
         for t in table.values():
@@ -304,7 +345,7 @@ def run_plans(plans: list[Plan]) -> list[dict[str, dict]]:
                     final[id(acc)] = acc.finalize()
     by_group = [{statistic: {k: final[id(acc)] for k, acc in t.items()}
                  for statistic, t in table.items()} for table in tables]
-    where = {id(p): i for i, members in enumerate(groups.values()) for p in members}
+    where = {id(p): i for i, members in enumerate(_groups(plans).values()) for p in members}
     return [by_group[where[id(p)]] for p in plans]
 
 
