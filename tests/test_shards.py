@@ -108,6 +108,12 @@ def _broken(stores, tmp_path):
     return folder
 
 
+def test_inspect_lists_the_shards(stores, capsys):
+    assert main(["inspect", str(stores[1])]) == 0
+    out = capsys.readouterr().out
+    assert "shard 1/3: shard-00001-of-00003.h5, samples 80..159" in out and "samples 250" in out
+
+
 def _one_line_error(capsys, folder, *expected):
     assert main(["inspect", str(folder)]) == 2
     err = capsys.readouterr().err

@@ -28,6 +28,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"{st.path}  distillscope store v{a.get('format_version')}  "
               f"complete={bool(a.get('complete'))}")
         print(f"  producer {a.get('producer')} {a.get('producer_version')}, created {a.get('created')}")
+        for i, shard in enumerate(getattr(st, "shards", ())):  # a folder of shards (store.shards)
+            print(f"  shard {i}/{len(st.shards)}: {shard.path.name}, samples "
+                  f"{st.bounds[i]}..{st.bounds[i + 1] - 1}")
         extra = []
         if st.labels is not None:
             extra.append(f"{len(set(st.labels.tolist()))} labels")
