@@ -89,8 +89,8 @@ def _weighted(owner, weights: np.ndarray, sums: np.ndarray) -> np.ndarray:
 class GroupMoments:
     """Per-group sums of one representation's prepared rows (about its shift)."""
 
-    def __init__(self, key, width: int, groups: int, seed: int, l2: bool, norms: bool):
-        self.key, self.groups, self.seed, self.l2 = key, int(groups), int(seed), bool(l2)
+    def __init__(self, key, width: int, groups: int, l2: bool, norms: bool):
+        self.key, self.groups, self.l2 = key, int(groups), bool(l2)
         g, d = self.groups, int(width)
         self.shift: np.ndarray | None = None
         self.n = np.zeros(g)
@@ -187,8 +187,8 @@ class GroupMoments:
 class GroupCross:
     """Per-group cross sums of a pair's prepared rows (``CrossMoments`` fields)."""
 
-    def __init__(self, pair, d1: int, d2: int, groups: int, seed: int):
-        self.key, self.groups, self.seed = pair, int(groups), int(seed)
+    def __init__(self, pair, d1: int, d2: int, groups: int):
+        self.key, self.groups = pair, int(groups)
         g = self.groups
         self.shifts: tuple[np.ndarray, np.ndarray] | None = None
         self.n, self.a, self.b, self.ab = (np.zeros(g) for _ in range(4))
@@ -263,8 +263,8 @@ class GroupCross:
 class GroupDrift:
     """Per-group sums of the per-sample relative drift (``DriftAccumulator`` fields)."""
 
-    def __init__(self, pair, groups: int, seed: int):
-        self.key, self.groups, self.seed = pair, int(groups), int(seed)
+    def __init__(self, pair, groups: int):
+        self.key, self.groups = pair, int(groups)
         self.total, self.squared, self.count, self.zero = (np.zeros(self.groups)
                                                            for _ in range(4))
 
@@ -304,7 +304,7 @@ def group_accumulators(plan) -> dict[str, dict]:
     """The per-group accumulators of a plan with ``bootstrap``: one per representation,
     teacher-student pair, clean-condition pair and drift pair that a resampled metric reads."""
     options = plan.options
-    g, seed = bootstrap_groups(plan), options.bootstrap_seed
+    g = bootstrap_groups(plan)
     chosen = asked(plan)
     if not options.bootstrap or not chosen:
         return {"group_moments": {}, "group_pair": {}, "group_drift": {}}
@@ -315,11 +315,11 @@ def group_accumulators(plan) -> dict[str, dict]:
     in_pairs = {k for p in pairs for k in p}
     reps = plan.reps
     return {
-        "group_moments": {k: GroupMoments(k, reps[k].width, g, seed, plan.l2, k in in_pairs)
+        "group_moments": {k: GroupMoments(k, reps[k].width, g, plan.l2, k in in_pairs)
                           for k in reps if k in keys},
-        "group_pair": {p: GroupCross(p, reps[p[0]].width, reps[p[1]].width, g, seed)
+        "group_pair": {p: GroupCross(p, reps[p[0]].width, reps[p[1]].width, g)
                        for p in pairs},
-        "group_drift": {p: GroupDrift(p, g, seed) for p in sorted(drift, key=str)},
+        "group_drift": {p: GroupDrift(p, g) for p in sorted(drift, key=str)},
     }
 
 
