@@ -17,6 +17,7 @@ import bench_analyze  # noqa: E402
 import bench_conventions  # noqa: E402
 import bench_extract  # noqa: E402
 import bench_frequency  # noqa: E402
+import bench_main_job  # noqa: E402
 import bench_spectrum  # noqa: E402
 
 
@@ -39,8 +40,11 @@ def main(argv=None) -> int:
     print("# conventions: every named convention in one pass against one")
     bench_conventions.main(argv)
     print()
-    print("# extract: throughput against a bare forward-pass loop")
-    return bench_extract.main(argv)
+    print("# extract: throughput against the forward passes alone")
+    bench_extract.main(argv)
+    print()
+    print("# the README's main job, stage by stage")
+    return bench_main_job.main(argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def _extract(config: str, **options) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     _extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
              batch_size=args.batch_size, amp=args.amp, workers=args.workers,
+             channels_last=args.channels_last,
              dry_run=args.dry_run, progress=not args.quiet, allow_code=args.allow_code,
              shard=args.shard)
     return 0
@@ -77,6 +78,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, help="default: [run] batch_size")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (CUDA only; default: [run] amp)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="models and inputs in NHWC layout: faster convolutions on most CPUs "
+                        "and GPUs, features equal within float rounding (default: [run] "
+                        "channels_last)")
     p.add_argument("--workers", type=int,
                    help="threads building inputs ahead (default: [run] workers, else 0 on CPU)")
     p.add_argument("--shard", metavar="I/N",

@@ -35,6 +35,7 @@ class RunSpec:
     output: str | None = None
     compression: str | None = None
     workers: int | None = None  # threads building inputs ahead; None: 0 on CPU, up to 8 on CUDA
+    channels_last: bool = False  # NHWC models and inputs: faster convolutions, rounding differs
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def _run(table: dict, where: str) -> RunSpec:
     _choice(spec.dtype, ("float16", "float32"), where, "dtype")
     _choice(spec.device, ("auto", "cpu", "cuda"), where, "device")
     _typed(spec.amp, bool, where, "amp")
+    _typed(spec.channels_last, bool, where, "channels_last")
     if _typed(spec.checkpoint_seconds, (int, float), where, "checkpoint_seconds") < 0:
         raise ConfigError(f"{where}: checkpoint_seconds must be >= 0")
     if spec.output is not None:

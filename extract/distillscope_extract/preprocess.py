@@ -48,21 +48,27 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def __call__(self, images: Sequence[np.ndarray], condition: Condition, sample_ids: Sequence[int],
-                 seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    def __call__(self, images: Sequence[np.ndarray] | torch.Tensor, condition: Condition,
+                 sample_ids: Sequence[int], seed: int,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
         """Model inputs (k, 3, h, w) float32 for uint8 images under one condition.
 
-        The uint8 pixels move to ``device`` first, so resizing runs there (on a GPU, the
-        input pipeline's costliest step on the CPU); random draws stay on the CPU.
+        ``images``: uint8 (h, w, 3) arrays, or one (k, h, w, 3) uint8 tensor (pinned, from the
+        input pipeline). The uint8 pixels move to ``device`` first, so resizing runs there (on
+        a GPU, the input pipeline's costliest step on the CPU); random draws stay on the CPU.
         """
+        if isinstance(images, torch.Tensor):
+            return self._batch(images, condition, sample_ids, seed, device)
         if len(images) and all(im.shape == images[0].shape for im in images):
             return self._batch(np.stack(images), condition, sample_ids, seed, device)
         return torch.cat([self._batch(im[None], condition, sample_ids[i:i + 1], seed, device)
                           for i, im in enumerate(images)])
 
-    def _batch(self, pixels: np.ndarray, condition: Condition, ids: Sequence[int], seed: int,
-               device: str | torch.device = "cpu") -> torch.Tensor:
-        x = torch.from_numpy(pixels).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    def _batch(self, pixels: np.ndarray | torch.Tensor, condition: Condition, ids: Sequence[int],
+               seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        if not isinstance(pixels, torch.Tensor):
+            pixels = torch.from_numpy(pixels)
+        x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         if condition.applies_at("source", "pixel"):
             x = condition(x, ids, seed)
         x = self.geometry(x)

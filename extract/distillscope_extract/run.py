@@ -42,6 +42,7 @@ from .config import Config, PreprocessSpec, load_config
 from .data import ImageData, load_data
 from .errors import ConfigError
 from .models import LoadedModel, build_model, to_numpy
+from .pipeline import build_batches, memory_format
 from .preprocess import Preprocessing, resolve_preprocessing
 
 __all__ = ["Plan", "extract", "plan_extraction"]
@@ -67,6 +68,7 @@ class Plan:
     #: ``(index, count)`` and the manifest of an extraction in shards (``--shard I/N``)
     shard: tuple[int, int] | None = None
     manifest: dict[str, Any] | None = None
+    channels_last: bool = False
 
     @property
     def work(self) -> Path:
@@ -85,6 +87,8 @@ class Plan:
             "sample_ids_sha256": hashlib.sha256(self.data.ids.tobytes()).hexdigest(),
             "models": {m.spec.name: m.weights["state_sha256"] for m in self.models},
             "layers": self.layers,
+            # both change the features within float rounding: a resumed store keeps one
+            "mixed_precision": self.amp, "channels_last": self.channels_last,
         }
 
     def n_bytes(self) -> int:
@@ -105,7 +109,8 @@ class Plan:
             + (f", {len(np.unique(data.labels))} labels" if data.labels is not None else ""),
             f"  device {self.device}, batch {self.batch_size}, {cfg.run.dtype}, "
             f"{self.workers} input threads"
-            + (", mixed precision" if self.amp else "") + f", seed {cfg.run.seed}",
+            + (", mixed precision" if self.amp else "")
+            + (", channels-last" if self.channels_last else "") + f", seed {cfg.run.seed}",
             f"  conditions ({len(cfg.conditions)}):",
         ]
         for c in cfg.conditions:
@@ -149,7 +154,8 @@ def _output_path(config: Config, output: str | os.PathLike[str] | None) -> Path:
 def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os.PathLike[str] | None = None,
                     device: str | None = None, batch_size: int | None = None,
                     amp: bool | None = None, workers: int | None = None,
-                    allow_code: bool = False, shard: tuple[int, int] | None = None) -> Plan:
+                    allow_code: bool = False, shard: tuple[int, int] | None = None,
+                    channels_last: bool | None = None) -> Plan:
     """Check the configuration, data, models and layers; measure every layer's shape.
     ``allow_code`` lets the configuration name factories outside distillscope; ``shard``
     ``(I, N)`` keeps slice ``I`` of ``N`` of the samples (``distillscope.store.shards``)."""
@@ -193,8 +199,9 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
     workers = run.workers if workers is None else workers
     if workers is None:  # threads building inputs ahead: worth it when a GPU runs the models
         workers = min(8, max(1, (os.cpu_count() or 2) - 2)) if device == "cuda" else 0
+    channels_last = run.channels_last if channels_last is None else channels_last
     return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp, workers,
-                shard, manifest)
+                shard, manifest, channels_last)
 
 
 # ------------------------------------------------------------------------------------ shards
@@ -224,35 +231,36 @@ def _shards(folder: Path) -> list[tuple[int, int, Path]]:
     return chain
 
 
-class _ShardBuffer:
-    """Batches of one model and condition, written as one shard when due."""
+class _Buffers:
+    """The batches of every (model, condition) pair, each pair written as its own shard when
+    due: every ``checkpoint_seconds``, or when all the buffered activations reach
+    ``_SHARD_MAX_BYTES``, so memory is bounded whatever the number of pairs."""
 
-    def __init__(self, folder: Path, every_seconds: float):
-        self.folder = folder
+    def __init__(self, work: Path, every_seconds: float):
+        self.work = work
         self.every = every_seconds
-        self.start: int | None = None
-        self.stop = 0
-        self.blocks: dict[str, list[np.ndarray]] = {}
+        self.pairs: dict[tuple[str, str], tuple[int, int, dict[str, list[np.ndarray]]]] = {}
         self.nbytes = 0
         self.last = time.monotonic()
 
-    def add(self, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
-        if self.start is None:
-            self.start = start
-        self.stop = stop
+    def add(self, pair: tuple[str, str], start: int, stop: int,
+            arrays: dict[str, np.ndarray]) -> None:
+        first, _, blocks = self.pairs.get(pair, (start, stop, {}))
         for name, a in arrays.items():
-            self.blocks.setdefault(name, []).append(a)
+            blocks.setdefault(name, []).append(a)
             self.nbytes += a.nbytes
+        self.pairs[pair] = (first, stop, blocks)
+
+    def due(self) -> None:
         if time.monotonic() - self.last >= self.every or self.nbytes >= _SHARD_MAX_BYTES:
             self.flush()
 
     def flush(self) -> None:
-        if self.start is None:
-            return
-        arrays = {name: np.concatenate(blocks) for name, blocks in self.blocks.items()}
-        _atomic_write(self.folder / _shard_name(self.start, self.stop),
-                      lambda fh: np.savez(fh, **arrays))
-        self.start, self.blocks, self.nbytes, self.last = None, {}, 0, time.monotonic()
+        for (model, condition), (start, stop, blocks) in self.pairs.items():
+            arrays = {name: np.concatenate(parts) for name, parts in blocks.items()}
+            _atomic_write(self.work / model / condition / _shard_name(start, stop),
+                          lambda fh, arrays=arrays: np.savez(fh, **arrays))
+        self.pairs, self.nbytes, self.last = {}, 0, time.monotonic()
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -294,66 +302,61 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 
 def _extract_shards(plan: Plan, *, progress: bool) -> None:
-    n, bs = len(plan.data), plan.batch_size
+    """Every (model, condition) pair still missing, batch after batch: each batch is read
+    once and each model input built once (``pipeline.py``), every model runs on it, and each
+    pair's activations go to its own shards (a resumed pair starts where its shards stop)."""
+    n, bs, cfg = len(plan.data), plan.batch_size, plan.config
+    done: dict[tuple[str, str], int] = {}
+    for model in plan.models:
+        for c in cfg.conditions:
+            if plan.layers_of(model.spec.name, c.name):
+                folder = plan.work / model.spec.name / c.name
+                folder.mkdir(parents=True, exist_ok=True)
+                for stale in folder.glob(".*.tmp-*"):  # a killed run's unfinished shard
+                    stale.unlink()
+                done[model.spec.name, c.name] = (_shards(folder) or [(0, 0, None)])[-1][1]
+    todo = [(m, c) for m in plan.models for c in cfg.conditions
+            if done.get((m.spec.name, c.name), n) < n]
+    if not todo:
+        return
+
+    def needs(start: int) -> tuple:
+        pairs = {(plan.preprocessing[m.spec.name], c.name): c
+                 for m, c in todo if done[m.spec.name, c.name] <= start}
+        return tuple((prep, c) for (prep, _), c in pairs.items())
+
+    first = min(done[m.spec.name, c.name] for m, c in todo)
+    running = list({id(m): m for m, _ in todo}.values())
+    fmt = memory_format(plan.channels_last)
+    for model in running:
+        model.module.to(plan.device, memory_format=fmt)
     autocast = (torch.autocast("cuda", dtype=torch.float16) if plan.amp
                 else contextlib.nullcontext())
-    for model in plan.models:
-        name = model.spec.name
-        prep = plan.preprocessing[name]
-        todo = [c for c in plan.config.conditions
-                if (_shards(plan.work / name / c.name) or [(0, 0, None)])[-1][1] < n]
-        if not todo:
-            continue
-        model.module.to(plan.device)
-        started = time.perf_counter()
-        for condition in todo:
-            keep = plan.layers_of(name, condition.name)
-            folder = plan.work / name / condition.name
-            folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob(".*.tmp-*"):  # a killed run's unfinished shard
-                stale.unlink()
-            chain = _shards(folder)
-            done = chain[-1][1] if chain else 0
-            buffer = _ShardBuffer(folder, plan.config.run.checkpoint_seconds)
-            with _progress(n, done, f"{name} / {condition.name}", progress) as bar:
-                for start, stop, x in _inputs(plan, prep, condition, range(done, n, bs)):
-                    with torch.inference_mode(), autocast:
-                        outs = model.forward(x.to(plan.device, non_blocking=True))
-                    buffer.add(start, stop, {k: to_numpy(outs[k], plan.dtype) for k in keep})
-                    bar.update(stop - start)
-                buffer.flush()
-        model.module.to("cpu")
-        if progress and not sys.stderr.isatty():  # in a log: one line per model, no bars
-            print(f"extracted {name}: {len(todo)} conditions x {n} images in "
-                  f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-
-
-def _inputs(plan: Plan, prep: Preprocessing, condition: Condition, starts: range):
-    """``(start, stop, inputs)`` per batch; with workers, built ahead in threads (numpy's
-    generators and torch's kernels release the GIL), so the input pipeline overlaps the
-    forward passes. Each batch depends only on its own samples: the order of work is free."""
-    n, bs, seed = len(plan.data), plan.batch_size, plan.config.run.seed
-
-    def build(start: int):
-        stop = min(n, start + bs)
-        x = prep(plan.data.images(start, stop), condition, plan.data.ids[start:stop], seed,
-                 device=plan.device)
-        return start, stop, x
-
-    if plan.workers == 0:
-        yield from map(build, starts)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(plan.workers, thread_name_prefix="distillscope-inputs") as pool:
-        pending = deque()
-        for start in starts:
-            pending.append(pool.submit(build, start))
-            if len(pending) > 2 * plan.workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    buffers = _Buffers(plan.work, cfg.run.checkpoint_seconds)
+    started = time.perf_counter()
+    desc = f"{len(running)} models x {len({c.name for _, c in todo})} conditions"
+    with _progress(n, first, desc, progress) as bar:
+        for batch in build_batches(plan.data, range(first, n, bs), bs, needs, seed=cfg.run.seed,
+                                   device=plan.device, workers=plan.workers,
+                                   channels_last=plan.channels_last):
+            for model, condition in todo:
+                name = model.spec.name
+                if done[name, condition.name] > batch.start:
+                    continue
+                x = batch.input(plan.preprocessing[name], condition)
+                with torch.inference_mode(), autocast:
+                    outs = model.forward(x)
+                keep = plan.layers_of(name, condition.name)
+                buffers.add((name, condition.name), batch.start, batch.stop,
+                            {k: to_numpy(outs[k], plan.dtype) for k in keep})
+            buffers.due()
+            bar.update(batch.stop - batch.start)
+    buffers.flush()
+    for model in running:
+        model.module.to("cpu", memory_format=torch.contiguous_format)
+    if progress and not sys.stderr.isatty():  # in a log: one line, no bars
+        print(f"extracted {desc} x {n - first} images in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr, flush=True)
 
 
 def _provenance(plan: Plan) -> dict[str, Any]:
@@ -367,7 +370,8 @@ def _provenance(plan: Plan) -> dict[str, Any]:
         versions["torchvision"] = torchvision.__version__
     out = {"config_sha256": plan.config.sha256, "config_file": str(plan.config.path),
            "versions": versions, "device": plan.device, "batch_size": plan.batch_size,
-           "mixed_precision": plan.amp, "seed": plan.config.run.seed,
+           "mixed_precision": plan.amp, "channels_last": plan.channels_last,
+           "seed": plan.config.run.seed,
            "data": {"source": plan.data.source, **plan.data.provenance}}
     if plan.shard is not None:
         index, count = plan.shard
@@ -414,7 +418,8 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             overwrite: bool = False, device: str | None = None, batch_size: int | None = None,
             amp: bool | None = None, workers: int | None = None, dry_run: bool = False,
             progress: bool = True, allow_code: bool = False,
-            shard: str | tuple[int, int] | None = None, log=print) -> Path | Plan:
+            shard: str | tuple[int, int] | None = None, channels_last: bool | None = None,
+            log=print) -> Path | Plan:
     """Run an extraction (or resume an interrupted one) and return the store's path.
 
     Parameters
@@ -426,9 +431,9 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
         folder.
     overwrite : bool
         Replace an existing store (only once the new one is complete).
-    device, batch_size, amp, workers :
-        Override ``[run]``. A resumed run must use the batch size it started with; the number
-        of input threads never changes the features.
+    device, batch_size, amp, workers, channels_last :
+        Override ``[run]``. A resumed run must use the batch size, mixed precision and memory
+        layout it started with; the number of input threads never changes the features.
     dry_run : bool
         Print the plan (models, layers and shapes, conditions, store size) and return it;
         nothing is written.
@@ -461,7 +466,8 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             return out
         check_output_path(out, overwrite=overwrite, what="store", inputs=_files_read(config))
     plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp,
-                           workers=workers, allow_code=allow_code, shard=shard)
+                           workers=workers, allow_code=allow_code, shard=shard,
+                           channels_last=channels_last)
     if dry_run:
         log(plan.describe())
         log("dry run: nothing written")
