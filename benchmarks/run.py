@@ -18,6 +18,7 @@ import bench_conventions  # noqa: E402
 import bench_extract  # noqa: E402
 import bench_frequency  # noqa: E402
 import bench_main_job  # noqa: E402
+import bench_neighbours  # noqa: E402
 import bench_spectrum  # noqa: E402
 
 
@@ -39,6 +40,9 @@ def main(argv=None) -> int:
     print()
     print("# conventions: every named convention in one pass against one")
     bench_conventions.main(argv)
+    print()
+    print("# neighbours at large n: faiss, approximate indexes, uniformity on a subsample")
+    bench_neighbours.main(argv)
     print()
     print("# extract: throughput against the forward passes alone")
     bench_extract.main(argv)

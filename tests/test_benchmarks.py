@@ -20,5 +20,6 @@ def test_benchmarks_quick():
     assert "exact linear CKA" in proc.stdout and "distillscope (numba top-k)" in proc.stdout
     assert "band energy" in proc.stdout and "faster than plain numpy" in proc.stdout
     assert "full analyze" in proc.stdout and "share of the analysis by stage" in proc.stdout
+    assert "faiss IndexFlatIP" in proc.stdout or "faiss is not installed" in proc.stdout
     assert ("extraction / forward passes alone" in proc.stdout and "main job stages" in proc.stdout
             or "torch is not installed" in proc.stdout)

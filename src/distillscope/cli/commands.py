@@ -73,7 +73,8 @@ def analysis_options(args: argparse.Namespace):
         alignment=args.alignment, robustness=args.robustness, progress=not args.quiet,
         bootstrap=args.bootstrap, bootstrap_groups=args.bootstrap_groups,
         confidence=args.confidence, interval=args.interval, bootstrap_seed=args.bootstrap_seed,
-        resample=args.resample)
+        resample=args.resample, neighbours=args.neighbours,
+        uniformity_samples=args.uniformity_samples or None)
 
 
 def run_analysis(args: argparse.Namespace, store, output: Path):
@@ -240,6 +241,7 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The options of an analysis (``analyze``, ``demo``, ``audit``)."""
     from ..conventions import CONVENTIONS
     from ..engine.pooling import POOLINGS
+    from ..engine.options import NEIGHBOURS, UNIFORMITY_SAMPLES
     from ..metrics.registry import metrics
 
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -288,6 +290,13 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
                         "within 2x the time) or all (also the CCA family, Procrustes, angles, "
                         "variance captured, cross-validated predictivity and retention: each "
                         "replicate redoes their decompositions; docs/performance.md)")
+    p.add_argument("--neighbours", choices=NEIGHBOURS, default="exact",
+                   help="how mutual kNN and kNN accuracy find neighbours: the exact pass "
+                        "(n^2), or a faiss index: faiss (exact), faiss-ivf, faiss-hnsw "
+                        "(approximate; pip install faiss-cpu; docs/scaling.md)")
+    p.add_argument("--uniformity-samples", type=_count(0), default=UNIFORMITY_SAMPLES,
+                   metavar="M", help="above M samples, uniformity on a seeded subsample of M "
+                   "with its standard error (0: always exact; default: %(default)s)")
     p.add_argument("--scheduler", metavar="local:N|tcp://HOST:PORT",
                    help="run the pass on dask.distributed: a LocalCluster of N worker "
                         "processes, or a running scheduler (docs/scaling.md; needs the "

@@ -213,6 +213,29 @@ def _coordinates(plan: Plan, dims_used: set[str], estimators: list[Metric]) -> d
     return coords
 
 
+def _standard_errors(plan: Plan, values: Values, sizes: dict, index: dict, present: set) -> dict:
+    """``<variable>_se`` of every variable some of whose values were estimated on a seeded
+    subsample (``metrics.search``): the standard error, NaN where the value is exact."""
+    out = {}
+    for variable, group in by_variable(plan.metrics):
+        errors = {m.name: values.errors.get(m.name, {}) for m in group}
+        if variable not in present or not any(errors.values()):
+            continue
+        dims, array, attrs = _variable(plan, Values(entries={
+            name: {i: e.standard_error for i, e in found.items()}
+            for name, found in errors.items()}), group, sizes, index)
+        size = max(e.size for found in errors.values() for e in found.values())
+        out[f"{variable}_se"] = (dims, array, {
+            "long_name": f"standard error of {attrs['long_name']} (subsample)",
+            "units": attrs["units"], "subsample_size": size, "subsample_seed": 0,
+            "subsample_above": plan.options.uniformity_samples, "n_samples": plan.n_sample_level,
+            "method": "U-statistic on a simple random sample without replacement; Hoeffding's "
+                      "first-order standard error with the finite-population factor, delta "
+                      "method to the logarithm (NaN: the value is exact)",
+            "reference": "docs/metrics.md#uniformity"})
+    return out
+
+
 def _run_attributes(plan: Plan, values: Values, variables: set[str]) -> dict:
     store, conv = plan.store, plan.convention
     attrs = {
@@ -284,6 +307,7 @@ def assemble(plan: Plan, values: Values) -> xr.Dataset:
     if values.intervals:
         data_vars.update(_intervals(plan, values, sizes, index, set(data_vars)))
         dims_used.add("bound")
+    data_vars.update(_standard_errors(plan, values, sizes, index, set(data_vars)))
     coords = _coordinates(plan, dims_used, estimators)
     attrs = _run_attributes(plan, values, set(data_vars))
     results = xr.Dataset(data_vars, coords=coords, attrs=attrs)

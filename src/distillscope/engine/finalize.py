@@ -22,6 +22,7 @@ from .._errors import InputError
 from ..metrics.alignment import DegenerateWarning
 from ..metrics.neighbours import Samples
 from ..metrics.predictivity import CrossValidation
+from ..metrics.search import Estimate
 from ..metrics.pairs import PairMoments
 from ..metrics.registry import (CLEAN_CONDITION, FAMILY, REPRESENTATION, STUDENT_STUDENT,
                                 TEACHER_STUDENT, TEACHER_STUDENT_MODELS, Metric)
@@ -46,9 +47,13 @@ class Values:
     intervals: dict[str, dict[tuple, np.ndarray]] = field(default_factory=dict)
     #: the fitted probes of each (model, layer), whose test samples the bootstrap resamples
     probes: dict[tuple, Probes] = field(default_factory=dict)
+    #: ``errors[metric name][index]``: the values estimated on a subsample (``search.Estimate``)
+    errors: dict[str, dict[tuple, Estimate]] = field(default_factory=dict)
 
     def put(self, metric: Metric, index: tuple, value) -> None:
         self.entries.setdefault(metric.name, {})[index] = value
+        if isinstance(value, Estimate):  # on a subsample: its standard error and size
+            self.errors.setdefault(metric.name, {})[index] = value
 
     def timed(self, what: str, start: float) -> None:
         self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - start
@@ -142,6 +147,9 @@ def _analysed_samples(plan: Plan, held: dict, copies: dict) -> dict:
 def _request_products(plan: Plan, stats: dict[str, dict]) -> None:
     """Tell every held representation what its one similarity pass must produce."""
     samples = stats["analysed"]
+    options = plan.options
+    for held in (*stats["samples"].values(), *samples.values()):  # at large n (metrics.search)
+        held.configure(index=options.neighbours, uniformity_samples=options.uniformity_samples)
     for m in plan.metrics:
         if m.needs is None or m.statistic not in ("samples", "probes"):
             continue

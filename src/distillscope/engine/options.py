@@ -12,6 +12,10 @@ __all__ = ["AnalysisOptions", "RESAMPLE"]
 
 #: ``resample``: the metrics declared ``interval=True``, or those and the ``"requested"`` ones
 RESAMPLE = ("default", "all")
+#: ``neighbours``: the exact similarity pass, or a faiss index (``metrics.search``)
+NEIGHBOURS = ("exact", "faiss", "faiss-ivf", "faiss-hnsw")
+#: above this many samples uniformity is estimated on a seeded subsample of this size
+UNIFORMITY_SAMPLES = 50_000
 
 
 def _names(value) -> tuple[str, ...] | None:
@@ -79,6 +83,15 @@ class AnalysisOptions:
         the cross-validated predictivity and retention), each replicate of which redoes their
         decompositions or ridge fits (``docs/performance.md`` gives the cost); with the
         cross-validation metrics the groups nest in the folds (``engine.groups``).
+    neighbours : {"exact", "faiss", "faiss-ivf", "faiss-hnsw"}, default "exact"
+        How mutual kNN and kNN accuracy find neighbours: the exact blocked pass (``n^2 d``),
+        or a faiss index (``faiss``: exact inner product, the same neighbour sets but for
+        ties; ``faiss-ivf``, ``faiss-hnsw``: approximate, recall in ``docs/scaling.md``);
+        ``metrics.search``. Needs ``pip install faiss-cpu`` (the ``faiss`` extra).
+    uniformity_samples : int or None, default 50,000
+        Uniformity over all pairs of more samples than this is estimated on a seeded
+        subsample of this many (an unbiased U-statistic of the pair mean; its standard error
+        in ``uniformity_se``); at or below it, exact. ``None``: always exact.
     """
 
     models: tuple[str, ...] | None = None
@@ -100,6 +113,8 @@ class AnalysisOptions:
     interval: str = "jackknife"
     bootstrap_seed: int = 0
     resample: str = "default"
+    neighbours: str = "exact"
+    uniformity_samples: int | None = UNIFORMITY_SAMPLES
 
     def __post_init__(self) -> None:
         for name in ("models", "conditions", "layers", "metrics"):
@@ -129,6 +144,14 @@ class AnalysisOptions:
         if self.resample not in RESAMPLE:
             raise InputError(f"resample must be one of {', '.join(RESAMPLE)}; got "
                              f"{self.resample!r}")
+        if self.neighbours not in NEIGHBOURS:
+            raise InputError(f"neighbours must be one of {', '.join(NEIGHBOURS)}; got "
+                             f"{self.neighbours!r}")
+        if self.uniformity_samples is not None and (
+                isinstance(self.uniformity_samples, bool)
+                or not isinstance(self.uniformity_samples, int) or self.uniformity_samples < 2):
+            raise InputError(f"uniformity_samples must be an integer of at least 2 (or None: "
+                             f"always exact); got {self.uniformity_samples!r}")
         if self.interval not in INTERVAL_METHODS:
             raise InputError(f"interval must be one of {', '.join(INTERVAL_METHODS)}; got "
                              f"{self.interval!r}")

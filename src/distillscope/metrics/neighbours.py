@@ -26,6 +26,7 @@ import numpy as np
 from .._errors import InputError
 from .dimensionality import check_matrix
 from .registry import REPRESENTATION, TEACHER_STUDENT, metric
+from .topk import TopLists, cross_neighbours, tile_size
 
 __all__ = ["Samples", "unit_rows", "mutual_knn", "uniformity", "infonce", "cosine_alignment",
            "cross_neighbours", "knn_vote", "KNN_K"]
@@ -60,12 +61,6 @@ def unit_rows(z: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray
     return out
 
 
-def _tile(n: int, dtype, tile: int | None) -> int:
-    # 1 MiB tiles (512 x 512 float32) stay in the core's cache between the BLAS call that writes
-    # them and the kernel that reads them (docs/performance.md)
-    return int(tile or max(16, min(n, int(np.sqrt((1 << 20) / np.dtype(dtype).itemsize)))))
-
-
 class Samples:
     """The pooled rows of one representation, in memory, and their similarity products.
 
@@ -88,6 +83,17 @@ class Samples:
         self._train_split: tuple[np.ndarray, np.ndarray] | None = None
         self._products: dict | None = None
         self._derived: dict = {}
+        self.index = "exact"  # or a faiss index (metrics.search.INDEXES)
+        self.uniformity_samples: int | None = None  # above it, uniformity on a subsample
+        self.seed = 0
+        self.estimates: dict[float, object] = {}  # t -> search.SubsampleMean
+
+    def configure(self, *, index: str = "exact", uniformity_samples: int | None = None,
+                  seed: int = 0) -> None:
+        """How the products are found at large n (``metrics.search``): neighbours by a faiss
+        ``index`` instead of the exact pass, and the uniformity's pair sum on a seeded
+        subsample of ``uniformity_samples`` rows when there are more."""
+        self.index, self.uniformity_samples, self.seed = index, uniformity_samples, int(seed)
 
     def cached(self, key, compute):
         """``compute()`` once: what is derived from these rows (with others, say) is shared by
@@ -145,7 +151,8 @@ class Samples:
         return lists[:, :k]
 
     def exp_sum(self, t: float) -> float:
-        """``sum_{i != j} exp(-t ||u_i - u_j||^2)`` over ordered pairs of unit rows."""
+        """``sum_{i != j} exp(-t ||u_i - u_j||^2)`` over ordered pairs of unit rows (on a
+        subsample, ``n (n - 1)`` times its unbiased mean; ``estimates[t]`` says so)."""
         if self._products is None:
             self.request(exp_t=t)
         return self._read("exp")[float(t)]
@@ -162,14 +169,41 @@ class Samples:
                                        or self._wanted["train"]):
             self._read("knn")
 
+    @property
+    def subsampled(self) -> bool:
+        """Whether the uniformity's pair sum is estimated on a subsample."""
+        return self.uniformity_samples is not None and self.n > self.uniformity_samples
+
     def _read(self, name: str):
         if self._products is None:
+            exact = self.index == "exact"
+            wanted = {"knn": self._wanted["knn"] if exact else 0,
+                      "exp_t": () if self.subsampled else sorted(self._wanted["exp"]),
+                      "train_knn": self._wanted["train"] if exact else 0}
             with self.unit() as unit:
-                self._products = similarity_pass(unit, knn=self._wanted["knn"],
-                                                 exp_t=sorted(self._wanted["exp"]),
-                                                 train_knn=self._wanted["train"],
-                                                 split=self._train_split)
+                products = (similarity_pass(unit, **wanted, split=self._train_split)
+                            if any(wanted.values()) else {"knn": None, "exp": {}, "train": None})
+                self._search(unit, products)
+            self._products = products
         return self._products[name]
+
+    def _search(self, unit: np.ndarray, products: dict) -> None:
+        """The products the exact pass was not asked for (``configure``)."""
+        from . import search
+
+        if self.index != "exact" and self._wanted["knn"]:
+            products["knn"] = search.index_neighbours(unit, self._wanted["knn"], self.index)
+        if self.index != "exact" and self._wanted["train"]:
+            train, test = self._train_split
+            found = search.index_cross_neighbours(unit[test], unit[train],
+                                                  self._wanted["train"], self.index)
+            products["train"] = np.flatnonzero(train)[found]
+        if self.subsampled:
+            n = self.n
+            for t in sorted(self._wanted["exp"]):
+                estimate = search.subsample_exp_mean(unit, t, self.uniformity_samples, self.seed)
+                self.estimates[t] = estimate
+                products["exp"][t] = estimate.mean * n * (n - 1)
 
 
 def similarity_pass(unit: np.ndarray, *, knn: int = 0, exp_t=(), train_knn: int = 0,
@@ -185,9 +219,9 @@ def similarity_pass(unit: np.ndarray, *, knn: int = 0, exp_t=(), train_knn: int 
     from .._kernels import exp_sum_tile, scan_tile
 
     n = unit.shape[0]
-    tile = _tile(n, unit.dtype, tile)
+    tile = tile_size(n, unit.dtype, tile)
     everyone = np.arange(n)
-    lists = _Lists(everyone, everyone, knn, unit.dtype) if knn else None
+    lists = TopLists(everyone, everyone, knn, unit.dtype) if knn else None
     exp_t = sorted(float(t) for t in exp_t)
     exp_total = {t: 0.0 for t in exp_t}
     train = None
@@ -195,7 +229,7 @@ def similarity_pass(unit: np.ndarray, *, knn: int = 0, exp_t=(), train_knn: int 
         train_mask, test_mask = split
         slot = np.full(n, -1, np.int64)
         slot[test_mask] = np.arange(int(np.count_nonzero(test_mask)))
-        train = _Lists(slot, np.where(train_mask, everyone, -1), train_knn, unit.dtype)
+        train = TopLists(slot, np.where(train_mask, everyone, -1), train_knn, unit.dtype)
     sims_buffer = np.empty((tile, tile), unit.dtype)
     hits_buffer = np.empty((tile, tile), np.bool_)
     never = np.full(tile, np.inf, unit.dtype)
@@ -224,83 +258,6 @@ def similarity_pass(unit: np.ndarray, *, knn: int = 0, exp_t=(), train_knn: int 
             train.offer(sims, a, b, columns=b > a)
     return {"knn": None if lists is None else lists.idx, "exp": exp_total,
             "train": None if train is None else train.idx}
-
-
-class _Lists:
-    """Running top-k lists, and how a tile of similarities is offered to them.
-
-    ``owner_of[i]`` is the list sample ``i`` owns (negative: none); ``candidate_of[i]`` the index
-    stored when sample ``i`` enters a list (negative: it is no one's candidate). A list never
-    gets its own sample; ties go to the lower index, whatever the order of the tiles.
-    """
-
-    def __init__(self, owner_of: np.ndarray, candidate_of: np.ndarray, k: int, dtype):
-        size = int(owner_of.max(initial=-1)) + 1
-        self.roles = np.stack([owner_of, candidate_of]).astype(np.int64)
-        self.k = k
-        self.idx = np.empty((size, k), np.int64)
-        self.val = np.empty((size, k), dtype)
-        self.filled = np.zeros(size, np.int64)
-        self.kth = np.full(size, -np.inf, dtype)  # each list's k-th best; -inf while filling
-        self.lists = (self.idx, self.val, self.filled, self.kth)
-
-    def threshold(self, lo: int, hi: int) -> np.ndarray:
-        """The k-th best of the lists samples ``lo:hi`` own (+inf for samples owning none)."""
-        owner = self.roles[0, lo:hi]
-        return np.where(owner >= 0, self.kth[np.maximum(owner, 0)], np.inf).astype(self.kth.dtype)
-
-    def fill_or_threshold(self, sims: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, bool]:
-        """The rows' thresholds, and whether the rows were done: if some list is still filling,
-        the tile's rows are offered every entry now (``_kernels.offer_tile``) and +inf is
-        returned (nothing left to mark for them)."""
-        from .._kernels import offer_tile
-
-        kth = self.threshold(row0, row0 + sims.shape[0])
-        if not np.isneginf(kth).any():
-            return kth, False
-        offer_tile(sims, row0, col0, self.roles, self.lists)
-        return np.full_like(kth, np.inf), True
-
-    def offer_marked(self, sims: np.ndarray, hits: np.ndarray, row0: int, col0: int, *,
-                     rows: bool, columns: bool) -> None:
-        """Offer the marked entries of a tile to their rows' lists (with ``rows``) and their
-        columns' lists (with ``columns``), each checked against the list as it is now."""
-        from .._kernels import offer_marked
-
-        marked = np.flatnonzero(hits)  # numpy's 1-D flatnonzero is 7x its 2-D nonzero
-        if marked.size:
-            offer_marked(sims, marked, row0, col0, int(rows) | (2 * int(columns)), self.roles,
-                         self.lists)
-
-    def offer(self, sims: np.ndarray, row0: int, col0: int, *, columns: bool) -> None:
-        """Offer a tile (rows ``row0..``, columns ``col0..``) to the rows' lists and, with
-        ``columns`` (a tile above the diagonal), to the columns' lists."""
-        row_kth, filled_rows = self.fill_or_threshold(sims, row0, col0)
-        col_kth = (self.threshold(col0, col0 + sims.shape[1]) if columns
-                   else np.full(sims.shape[1], np.inf, self.val.dtype))
-        hits = (sims >= row_kth[:, None]) | (sims >= col_kth[None, :])
-        self.offer_marked(sims, hits, row0, col0, rows=not filled_rows, columns=columns)
-
-
-def cross_neighbours(query: np.ndarray, reference: np.ndarray, k: int,
-                     tile: int | None = None) -> np.ndarray:
-    """For each query row, the indices of its k most similar reference rows (unit rows given;
-    two different sets: no self exclusion). Ties go to the lower index."""
-    m, n_ref = query.shape[0], reference.shape[0]
-    tile = _tile(max(m, n_ref), query.dtype, tile)
-    # samples 0..m-1 are the queries (owners), m.. the reference rows (candidates)
-    owner_of = np.r_[np.arange(m), np.full(n_ref, -1)]
-    candidate_of = np.r_[np.full(m, -1), np.arange(n_ref)]
-    lists = _Lists(owner_of, candidate_of, k, query.dtype)
-    sims_buffer = np.empty((tile, tile), query.dtype)
-    for a in range(0, m, tile):
-        rows = query[a:a + tile]
-        for b in range(0, n_ref, tile):
-            cols = reference[b:b + tile]
-            sims = sims_buffer[: rows.shape[0], : cols.shape[0]]
-            np.matmul(rows, cols.T, out=sims)
-            lists.offer(sims, a, m + b, columns=False)
-    return lists.idx
 
 
 def knn_vote(neighbours: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -408,7 +365,13 @@ def uniformity(z, *, t: float = 2.0, include_diagonal: bool = False,
         raise InputError(f"uniformity over all pairs takes t in (0, 8]; got {t}")
     total = s.exp_sum(t) + (n if include_diagonal else 0.0)
     pairs = n * n if include_diagonal else n * (n - 1)
-    return float(math.log(total / pairs))
+    value = float(math.log(total / pairs))
+    estimate = s.estimates.get(float(t))
+    if estimate is None:
+        return value
+    from .search import Estimate  # d ln(total) = d(mean) n (n - 1) / total (delta method)
+
+    return Estimate(value, estimate.standard_error * n * (n - 1) / total, estimate.size)
 
 
 # ---------------------------------------------------------------------------------- InfoNCE
