@@ -20,9 +20,10 @@ Severities 1..5 use the published parameters of Hendrycks & Dietterich (ICLR 201
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 
 from distillscope.metrics.frequency import BANDS, band_mask
 
+from .counter import counter_normals, counter_uniforms, sample_keys
 from .errors import ConfigError
 
-__all__ = ["Condition", "KINDS", "SEVERITIES", "gaussian_blur", "parse_condition"]
+__all__ = ["Condition", "KINDS", "SEVERITIES", "gaussian_blur", "parse_condition", "with_rng"]
 
 #: published per-severity parameters, Hendrycks & Dietterich (2019), hendrycks/robustness
 SEVERITIES: dict[str, dict[str, tuple[float, ...]]] = {
@@ -79,6 +81,9 @@ class Condition:
     stage: str = "input"
     band: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: ``"numpy"``: per-sample numpy generators on the CPU; ``"counter"``: counter-based draws
+    #: on the batch's device (``counter.py``; shot noise stays numpy's)
+    rng: str = "numpy"
 
     @property
     def key(self) -> int:
@@ -95,20 +100,24 @@ class Condition:
     def __call__(self, x: torch.Tensor, sample_ids: Sequence[int], seed: int) -> torch.Tensor:
         """Corrupt a batch ``x`` of shape (k, c, h, w), float32, one image per sample id.
 
-        ``x`` may live on any device: random draws are made on the CPU by numpy (so they do
-        not depend on the device) and moved to ``x``'s device, one batch at a time for
-        additive noise.
+        ``x`` may live on any device. With ``rng = "numpy"`` random draws are made on the CPU
+        by numpy (so they do not depend on the device) and moved to ``x``'s device, one batch
+        at a time for additive noise; with ``"counter"`` they are computed on ``x``'s device
+        (``counter.py``: normals for the additive noises; for impulse noise words ``0..m-1``
+        decide the hits, ``m..2m-1`` salt or pepper, for ``m`` values per image).
         """
         if self.kind == "clean":
             return x
         s = self.strength
         shape = tuple(x.shape[1:])
         if self.kind in ("gaussian_noise", "band_noise", "speckle_noise"):
-            draw = ((lambda rng: _band_limited(rng, shape, self.band)) if self.kind == "band_noise"
-                    else (lambda rng: _normal(rng, shape)))
-            noise = np.stack([draw(self.generator(seed, sid)) for sid in sample_ids])
-            noise = torch.from_numpy(noise).to(x.device)
+            noise = self._normals(sample_ids, seed, shape, x.device)
             out = x + x * s * noise if self.kind == "speckle_noise" else x + s * noise
+        elif self.kind == "impulse_noise" and self.rng == "counter":
+            keys = sample_keys(seed, self.key, sample_ids)
+            u = counter_uniforms(keys, 2 * x[0].numel(), x.device).view(len(x), 2, *shape)
+            hit = u[:, 0] < s
+            out = torch.where(hit & (u[:, 1] < 0.5), 1.0, torch.where(hit, 0.0, x))
         else:
             out = torch.empty_like(x)
             for i, sid in enumerate(sample_ids):
@@ -116,6 +125,17 @@ class Condition:
         if self.space == "pixel":
             out.clamp_(0.0, 1.0)
         return out
+
+    def _normals(self, sample_ids: Sequence[int], seed: int, shape: tuple[int, ...],
+                 device) -> torch.Tensor:
+        """Unit normals per sample (band-limited for band noise), on ``device``."""
+        if self.rng == "counter":
+            noise = counter_normals(sample_keys(seed, self.key, sample_ids), shape, device)
+            return _band_limited_on(noise, self.band) if self.kind == "band_noise" else noise
+        draw = ((lambda rng: _band_limited(rng, shape, self.band)) if self.kind == "band_noise"
+                else (lambda rng: _normal(rng, shape)))
+        return torch.from_numpy(np.stack([draw(self.generator(seed, sid))
+                                          for sid in sample_ids])).to(device)
 
     def _one(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         s = self.strength
@@ -156,6 +176,14 @@ def _band_limited(rng: np.random.Generator, shape: tuple[int, ...], band: str) -
     return (filtered / np.sqrt(mask.mean())).astype(np.float32)
 
 
+def _band_limited_on(white: torch.Tensor, band: str) -> torch.Tensor:
+    """``_band_limited`` of a batch of white noise ``(k, c, h, w)`` where it lives (float32)."""
+    h, w = white.shape[-2:]
+    mask = torch.from_numpy(band_mask(h, w, band)).to(white.device, torch.float32)
+    filtered = torch.fft.ifft2(torch.fft.fft2(white) * mask).real
+    return filtered / math.sqrt(float(mask.mean()))
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian blur of (c, h, w) with edge replication (scikit-image's default
     ``mode="nearest"``, ``truncate=4``), as ImageNet-C's ``gaussian_blur``."""
@@ -168,6 +196,14 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch
     y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
     y = F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
     return y[0]
+
+
+def with_rng(condition: Condition, rng: str) -> Condition:
+    """``condition`` drawing with ``rng`` (``[run] rng``); recorded in its parameters (so in
+    the store) when it is not numpy's and the condition draws at all."""
+    if rng == "numpy" or condition.kind in ("clean", "shot_noise", "gaussian_blur", "contrast"):
+        return condition
+    return replace(condition, rng=rng, params={**condition.params, "rng": rng})
 
 
 def parse_condition(entry: Mapping[str, Any], where: str) -> Condition:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .conditions import Condition, parse_condition
+from .conditions import Condition, parse_condition, with_rng
+from .counter import RNGS
 from .errors import ConfigError
 
 __all__ = ["Config", "DataSpec", "LayerSpec", "ModelSpec", "PreprocessSpec", "RunSpec",
@@ -36,6 +37,7 @@ class RunSpec:
     compression: str | None = None
     workers: int | None = None  # threads building inputs ahead; None: 0 on CPU, up to 8 on CUDA
     channels_last: bool = False  # NHWC models and inputs: faster convolutions, rounding differs
+    rng: str = "numpy"  # "counter": noise drawn on the batch's device (counter.py)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ def _run(table: dict, where: str) -> RunSpec:
     _choice(spec.device, ("auto", "cpu", "cuda"), where, "device")
     _typed(spec.amp, bool, where, "amp")
     _typed(spec.channels_last, bool, where, "channels_last")
+    _choice(spec.rng, RNGS, where, "rng")
     if _typed(spec.checkpoint_seconds, (int, float), where, "checkpoint_seconds") < 0:
         raise ConfigError(f"{where}: checkpoint_seconds must be >= 0")
     if spec.output is not None:
@@ -285,6 +288,8 @@ def load_config(path: str | Path, text: str | None = None) -> Config:
     _check_keys(raw, ("run", "data", "preprocess", "conditions", "models"), where,
                 required=("data", "models"))
     base = path.resolve().parent
+    run = _run(raw.get("run", {}), f"{where} [run]")
+    rng = run.rng
     conditions = raw.get("conditions", [{"name": "clean", "kind": "clean"}])
     models = raw["models"]
     for what, value in (("conditions", conditions), ("models", models)):
@@ -292,10 +297,10 @@ def load_config(path: str | Path, text: str | None = None) -> Config:
             raise ConfigError(f"{where}: [[{what}]] must be a non-empty array of tables")
     config = Config(
         path=path, text=text,
-        run=_run(raw.get("run", {}), f"{where} [run]"),
+        run=run,
         data=_data(raw["data"], base, f"{where} [data]"),
         preprocess=_preprocess(raw.get("preprocess", {}), f"{where} [preprocess]"),
-        conditions=tuple(parse_condition(c, f"{where} [[conditions]] #{i + 1}")
+        conditions=tuple(with_rng(parse_condition(c, f"{where} [[conditions]] #{i + 1}"), rng)
                          for i, c in enumerate(conditions)),
         models=tuple(_model(m, base, f"{where} [[models]] #{i + 1}") for i, m in enumerate(models)),
     )
