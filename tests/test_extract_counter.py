@@ -4,7 +4,6 @@ of the same generator, its statistics, and extraction with it on the CPU (and a 
 from __future__ import annotations
 
 import math
-import textwrap
 
 import h5py
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from digits_config import NOISE, band, digits_config  # noqa: E402
 from distillscope_extract import extract, plan_extraction  # noqa: E402
 from distillscope_extract.conditions import parse_condition, with_rng  # noqa: E402
 from distillscope_extract.counter import (GOLDEN, counter_normals, counter_uniforms,  # noqa: E402
@@ -93,41 +93,15 @@ def test_every_drawing_kind_runs_on_the_counter(entry):
 
 
 def config(tmp_path, rng: str):
-    path = tmp_path / f"{rng}.toml"
-    path.write_text(textwrap.dedent(f"""
-        [run]
-        batch_size = 8
-        dtype = "float32"
-        rng = "{rng}"
-        [data]
-        source = "digits"
-        limit = 8
-        [preprocess]
-        preset = "none"
-        size = 32
-        mean = [0.5, 0.5, 0.5]
-        std = [0.25, 0.25, 0.25]
-        [[conditions]]
-        name = "clean"
-        kind = "clean"
-        [[conditions]]
-        name = "noise"
-        kind = "gaussian_noise"
-        space = "normalized"
-        sigma = 0.1
-        [[conditions]]
-        name = "band"
-        kind = "band_noise"
-        band = "mid"
-        sigma = 0.2
+    return digits_config(tmp_path / f"{rng}.toml", run=f'rng = "{rng}"', limit=8,
+                         conditions=NOISE + band(which="mid"), models="""
         [[models]]
         name = "teacher"
         role = "teacher"
         timm = "vit_tiny_patch16_224"
-        kwargs = {{ img_size = 32, patch_size = 8, depth = 1, num_classes = 0 }}
+        kwargs = { img_size = 32, patch_size = 8, depth = 1, num_classes = 0 }
         layers = ["embedding"]
-        """))
-    return path
+        """)
 
 
 def test_an_extraction_with_counter_noise_records_it_and_adds_that_noise(tmp_path):

@@ -3,7 +3,6 @@ model fed; channels-last; pairs of (model, condition) resumed at different point
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import h5py
@@ -13,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from digits_config import digits_config  # noqa: E402
 from distillscope_extract import extract, plan_extraction  # noqa: E402
 from distillscope_extract import run as run_module  # noqa: E402
 from distillscope_extract.errors import ConfigError  # noqa: E402
@@ -22,7 +22,7 @@ N_BATCHES, N_CONDITIONS = 3, 3  # 24 digits in batches of 8; clean, noise, band
 
 
 def config(tmp_path: Path, run: str = "") -> Path:
-    students = "\n".join(f"""
+    students = "".join(f"""
         [[models]]
         name = "student_{i}"
         role = "student"
@@ -30,49 +30,22 @@ def config(tmp_path: Path, run: str = "") -> Path:
         kwargs = {{ width = 1, embed_dim = 16 }}
         layers = ["embedding", {{ module = "blocks.1", conditions = ["clean", "band"] }}]
         """ for i in range(2))
-    path = tmp_path / "pipeline.toml"
-    path.write_text(textwrap.dedent(f"""
-        [run]
-        batch_size = 8
-        dtype = "float32"
-        {run}
-        [data]
-        source = "digits"
-        limit = 12
-        [preprocess]
-        preset = "none"
-        size = 32
-        mean = [0.5, 0.5, 0.5]
-        std = [0.25, 0.25, 0.25]
-        [[conditions]]
-        name = "clean"
-        kind = "clean"
-        [[conditions]]
-        name = "noise"
-        kind = "gaussian_noise"
-        space = "normalized"
-        sigma = 0.1
-        [[conditions]]
-        name = "band"
-        kind = "band_noise"
-        band = "high"
-        sigma = 0.2
+    return digits_config(tmp_path / "pipeline.toml", run=run, models="""
         [[models]]
         name = "teacher"
         role = "teacher"
         timm = "vit_tiny_patch16_224"
-        kwargs = {{ img_size = 32, patch_size = 8, depth = 2, num_classes = 0 }}
+        kwargs = { img_size = 32, patch_size = 8, depth = 2, num_classes = 0 }
         layers = ["embedding"]
-        {students}
+        """ + students + """
         [[models]]
         name = "own"
         role = "student"
         timm = "vit_tiny_patch16_224"
-        kwargs = {{ img_size = 32, patch_size = 8, depth = 1, num_classes = 0 }}
+        kwargs = { img_size = 32, patch_size = 8, depth = 1, num_classes = 0 }
         preprocess = "model"
         layers = ["embedding"]
-        """))
-    return path
+        """)
 
 
 def datasets(path: Path) -> dict[str, np.ndarray]:
