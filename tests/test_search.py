@@ -70,7 +70,7 @@ def test_analyze_through_faiss_equals_the_exact_engine(bench):
     np.testing.assert_array_equal(fast["knn_accuracy"].values, exact["knn_accuracy"].values)
 
 
-def test_uniformity_is_exact_up_to_the_threshold_and_estimated_above(bench):
+def test_uniformity_is_exact_up_to_the_threshold_and_estimated_above(bench, tmp_path):
     exact = ds.analyze(bench, metrics="uniformity", uniformity_samples=None)
     at = ds.analyze(bench, metrics="uniformity", uniformity_samples=1200)
     np.testing.assert_array_equal(at["uniformity"].values, exact["uniformity"].values)
@@ -81,6 +81,10 @@ def test_uniformity_is_exact_up_to_the_threshold_and_estimated_above(bench):
     assert (se.values > 0).all()
     z = (sub["uniformity"] - exact["uniformity"]) / se
     assert float(abs(z).max()) < 4.5  # every estimate within its error of the exact value
+    ds.save_results(sub, tmp_path / "sub.nc")
+    back = ds.load_results(tmp_path / "sub.nc")
+    np.testing.assert_array_equal(back["uniformity_se"].values, se.values)
+    assert back["uniformity_se"].attrs["subsample_size"] == 400
 
 
 def test_the_subsample_estimator_is_unbiased_and_its_standard_error_is_right():
