@@ -132,9 +132,11 @@ class Condition:
         if self.rng == "counter":
             noise = counter_normals(sample_keys(seed, self.key, sample_ids), shape, device)
             return _band_limited_on(noise, self.band) if self.kind == "band_noise" else noise
-        draw = ((lambda rng: _band_limited(rng, shape, self.band)) if self.kind == "band_noise"
-                else (lambda rng: _normal(rng, shape)))
-        return torch.from_numpy(np.stack([draw(self.generator(seed, sid))
+        if self.kind == "band_noise":  # white noise per sample, filtered as one batch
+            white = np.stack([self.generator(seed, sid).standard_normal(shape)
+                              for sid in sample_ids])
+            return torch.from_numpy(_band_limited(white, self.band)).to(device)
+        return torch.from_numpy(np.stack([_normal(self.generator(seed, sid), shape)
                                           for sid in sample_ids])).to(device)
 
     def _one(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -162,16 +164,16 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.standard_normal(shape, dtype=np.float32)
 
 
-def _band_limited(rng: np.random.Generator, shape: tuple[int, ...], band: str) -> np.ndarray:
-    """White Gaussian noise filtered to one radial band, per-pixel standard deviation 1.
+def _band_limited(white: np.ndarray, band: str) -> np.ndarray:
+    """White Gaussian noise ``(..., h, w)`` (float64) filtered to one radial band, per-pixel
+    standard deviation 1, as float32; every image on its own (a batch in one FFT call).
 
     With a 0/1 mask M on the DFT grid, the filtered noise has per-pixel variance
     mean(M) (Parseval), so dividing by sqrt(mean(M)) gives unit variance in every band: the
     bands differ in frequency content, never in per-pixel energy.
     """
-    c, h, w = shape
+    h, w = white.shape[-2:]
     mask = band_mask(h, w, band)
-    white = rng.standard_normal(shape)
     filtered = np.fft.ifft2(np.fft.fft2(white, axes=(-2, -1)) * mask, axes=(-2, -1)).real
     return (filtered / np.sqrt(mask.mean())).astype(np.float32)
 
