@@ -175,3 +175,29 @@ def test_inputs_built_on_the_gpu_equal_the_cpu_path(tmp_path):
     for a, b in zip(reference, got):
         for key, x in a.inputs.items():
             torch.testing.assert_close(b.inputs[key].cpu(), x, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_batch_norms_give_the_same_features_within_float_rounding(tmp_path):
+    """A shipped student (trained norms), with layers at a block, at a norm (its identity
+    after folding) and at a convolution (left unfolded): float32 rounding apart, the same."""
+    weights = Path(__file__).resolve().parents[1] / "extract" / "models" / "student_M_seed0.safetensors"
+    path = digits_config(tmp_path / "fold.toml", models=f"""
+        [[models]]
+        name = "student"
+        role = "student"
+        factory = "distillscope_extract.students:paper_cnn"
+        kwargs = {{ width = 2, embed_dim = 192 }}
+        weights = "{weights}"
+        layers = ["embedding", "blocks.1", "blocks.2.1", "blocks.0.0"]
+        """)
+    plan = plan_extraction(path, output=tmp_path / "unused.h5", fuse_batchnorm=True)
+    module = plan.models[0].module
+    assert [type(m).__name__ for m in module.blocks[1]][:2] == ["Conv2d", "Identity"]
+    assert type(module.blocks[0][1]).__name__ == "BatchNorm2d"  # its convolution is a layer
+    reference = datasets(extract(path, output=tmp_path / "a.h5", **quiet()))
+    folded = datasets(extract(path, output=tmp_path / "b.h5", **quiet(fuse_batchnorm=True)))
+    assert folded.keys() == reference.keys()
+    for key, a in reference.items():
+        assert np.linalg.norm(folded[key] - a) <= 1e-5 * np.linalg.norm(a), key
+    np.testing.assert_array_equal(folded["student/clean/blocks.0.0"],
+                                  reference["student/clean/blocks.0.0"])

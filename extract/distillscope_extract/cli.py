@@ -31,7 +31,7 @@ def _extract(config: str, **options) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     _extract(args.config, output=args.output, overwrite=args.overwrite, device=args.device,
              batch_size=args.batch_size, amp=args.amp, workers=args.workers,
-             channels_last=args.channels_last,
+             channels_last=args.channels_last, fuse_batchnorm=args.fuse_batchnorm,
              dry_run=args.dry_run, progress=not args.quiet, allow_code=args.allow_code,
              shard=args.shard)
     return 0
@@ -82,6 +82,10 @@ def register(sub) -> None:
                    help="models and inputs in NHWC layout: faster convolutions on most CPUs "
                         "and GPUs, features equal within float rounding (default: [run] "
                         "channels_last)")
+    p.add_argument("--fuse-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold eval-mode batch norms into the convolutions before them: one "
+                        "pass less, features equal within float rounding (default: [run] "
+                        "fuse_batchnorm)")
     p.add_argument("--workers", type=int,
                    help="threads building inputs ahead (default: [run] workers, else 0 on CPU)")
     p.add_argument("--shard", metavar="I/N",

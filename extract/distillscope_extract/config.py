@@ -38,6 +38,7 @@ class RunSpec:
     workers: int | None = None  # threads building inputs ahead; None: 0 on CPU, up to 8 on CUDA
     channels_last: bool = False  # NHWC models and inputs: faster convolutions, rounding differs
     rng: str = "numpy"  # "counter": noise drawn on the batch's device (counter.py)
+    fuse_batchnorm: bool = False  # fold eval-mode batch norms into the convolutions before them
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def _run(table: dict, where: str) -> RunSpec:
     _typed(spec.amp, bool, where, "amp")
     _typed(spec.channels_last, bool, where, "channels_last")
     _choice(spec.rng, RNGS, where, "rng")
+    _typed(spec.fuse_batchnorm, bool, where, "fuse_batchnorm")
     if _typed(spec.checkpoint_seconds, (int, float), where, "checkpoint_seconds") < 0:
         raise ConfigError(f"{where}: checkpoint_seconds must be >= 0")
     if spec.output is not None:

@@ -184,6 +184,31 @@ class LoadedModel:
         self._hooked = {layer.name: modules[layer.module] for layer in self.spec.layers
                         if layer.module != EMBEDDING}
 
+    def fuse_batchnorm(self, where: str) -> int:
+        """Fold every eval-mode ``BatchNorm2d`` that directly follows a ``Conv2d`` in an
+        ``nn.Sequential`` into the convolution (``W' = W g / sqrt(v + eps)``, ``b' = (b - m) g /
+        sqrt(v + eps) + beta``), the norm becoming an identity that outputs what it did: one
+        pass over the activations less, the same features within float rounding. A
+        convolution whose own output is a configured layer is left as it is. Returns the
+        number of norms folded."""
+        hooked = {layer.module for layer in self.spec.layers}
+        folded = 0
+        with torch.no_grad():
+            for prefix, seq in list(self.module.named_modules()):
+                if not isinstance(seq, torch.nn.Sequential):
+                    continue
+                names = list(seq._modules)
+                for a, b in zip(names, names[1:]):
+                    conv, norm = seq._modules[a], seq._modules[b]
+                    if (type(conv) is torch.nn.Conv2d and type(norm) is torch.nn.BatchNorm2d
+                            and norm.running_var is not None and conv.padding_mode == "zeros"
+                            and (f"{prefix}.{a}" if prefix else a) not in hooked):
+                        seq._modules[a], seq._modules[b] = _folded(conv, norm), torch.nn.Identity()
+                        folded += 1
+        if folded:
+            self.check_layers(where)  # hooks on a folded norm now sit on its identity
+        return folded
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations of every configured layer for one batch (hooks on named modules)."""
         captured: dict[str, torch.Tensor] = {}
@@ -269,6 +294,23 @@ def build_model(spec: ModelSpec, *, seed: int, where: str, allow_code: bool = Fa
     model = LoadedModel(spec, module, architecture, n_params, weights)
     model.check_layers(where)
     return model
+
+
+def _folded(conv: torch.nn.Conv2d, norm: torch.nn.BatchNorm2d) -> torch.nn.Conv2d:
+    """A convolution computing ``norm(conv(x))`` of an eval-mode norm."""
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    bias = (bias - norm.running_mean.double()) * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias.double()
+    out = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                          conv.padding, conv.dilation, conv.groups, bias=True,
+                          device=conv.weight.device, dtype=conv.weight.dtype)
+    out.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+    out.bias.copy_(bias)
+    return out.eval()
 
 
 def to_numpy(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:

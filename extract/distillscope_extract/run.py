@@ -69,6 +69,7 @@ class Plan:
     shard: tuple[int, int] | None = None
     manifest: dict[str, Any] | None = None
     channels_last: bool = False
+    fuse_batchnorm: bool = False
 
     @property
     def work(self) -> Path:
@@ -89,6 +90,7 @@ class Plan:
             "layers": self.layers,
             # both change the features within float rounding: a resumed store keeps one
             "mixed_precision": self.amp, "channels_last": self.channels_last,
+            "fuse_batchnorm": self.fuse_batchnorm,
         }
 
     def n_bytes(self) -> int:
@@ -110,7 +112,8 @@ class Plan:
             f"  device {self.device}, batch {self.batch_size}, {cfg.run.dtype}, "
             f"{self.workers} input threads"
             + (", mixed precision" if self.amp else "")
-            + (", channels-last" if self.channels_last else "") + f", seed {cfg.run.seed}",
+            + (", channels-last" if self.channels_last else "")
+            + (", batch norms folded" if self.fuse_batchnorm else "") + f", seed {cfg.run.seed}",
             f"  conditions ({len(cfg.conditions)}):",
         ]
         for c in cfg.conditions:
@@ -155,7 +158,8 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
                     device: str | None = None, batch_size: int | None = None,
                     amp: bool | None = None, workers: int | None = None,
                     allow_code: bool = False, shard: tuple[int, int] | None = None,
-                    channels_last: bool | None = None) -> Plan:
+                    channels_last: bool | None = None,
+                    fuse_batchnorm: bool | None = None) -> Plan:
     """Check the configuration, data, models and layers; measure every layer's shape.
     ``allow_code`` lets the configuration name factories outside distillscope; ``shard``
     ``(I, N)`` keeps slice ``I`` of ``N`` of the samples (``distillscope.store.shards``)."""
@@ -177,6 +181,10 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
         data = data.slice(*manifest["bounds"][shard[0]:shard[0] + 2])
     models = [build_model(spec, seed=run.seed, where=_where(config, i), allow_code=allow_code)
               for i, spec in enumerate(config.models)]
+    fuse_batchnorm = run.fuse_batchnorm if fuse_batchnorm is None else fuse_batchnorm
+    if fuse_batchnorm:  # after the weights' digests: the store records the weights loaded
+        for i, model in enumerate(models):
+            model.fuse_batchnorm(_where(config, i))
     teacher = next((m for m in models if m.spec.role == "teacher"), models[0])
     shared = (resolve_preprocessing(config.preprocess, teacher.module)
               if any(m.spec.preprocess == "shared" for m in models) else None)
@@ -201,7 +209,7 @@ def plan_extraction(config: Config | str | os.PathLike[str], *, output: str | os
         workers = min(8, max(1, (os.cpu_count() or 2) - 2)) if device == "cuda" else 0
     channels_last = run.channels_last if channels_last is None else channels_last
     return Plan(config, out, data, models, preprocessing, layers, device, batch_size, amp, workers,
-                shard, manifest, channels_last)
+                shard, manifest, channels_last, fuse_batchnorm)
 
 
 # ------------------------------------------------------------------------------------ shards
@@ -371,6 +379,7 @@ def _provenance(plan: Plan) -> dict[str, Any]:
     out = {"config_sha256": plan.config.sha256, "config_file": str(plan.config.path),
            "versions": versions, "device": plan.device, "batch_size": plan.batch_size,
            "mixed_precision": plan.amp, "channels_last": plan.channels_last,
+           "fuse_batchnorm": plan.fuse_batchnorm,
            "seed": plan.config.run.seed,
            "data": {"source": plan.data.source, **plan.data.provenance}}
     if plan.shard is not None:
@@ -419,7 +428,7 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
             amp: bool | None = None, workers: int | None = None, dry_run: bool = False,
             progress: bool = True, allow_code: bool = False,
             shard: str | tuple[int, int] | None = None, channels_last: bool | None = None,
-            log=print) -> Path | Plan:
+            fuse_batchnorm: bool | None = None, log=print) -> Path | Plan:
     """Run an extraction (or resume an interrupted one) and return the store's path.
 
     Parameters
@@ -431,9 +440,10 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
         folder.
     overwrite : bool
         Replace an existing store (only once the new one is complete).
-    device, batch_size, amp, workers, channels_last :
-        Override ``[run]``. A resumed run must use the batch size, mixed precision and memory
-        layout it started with; the number of input threads never changes the features.
+    device, batch_size, amp, workers, channels_last, fuse_batchnorm :
+        Override ``[run]``. A resumed run must use the batch size, mixed precision, memory
+        layout and folding it started with; the number of input threads never changes the
+        features.
     dry_run : bool
         Print the plan (models, layers and shapes, conditions, store size) and return it;
         nothing is written.
@@ -467,7 +477,7 @@ def extract(config: str | os.PathLike[str], *, output: str | os.PathLike[str] | 
         check_output_path(out, overwrite=overwrite, what="store", inputs=_files_read(config))
     plan = plan_extraction(config, output=out, device=device, batch_size=batch_size, amp=amp,
                            workers=workers, allow_code=allow_code, shard=shard,
-                           channels_last=channels_last)
+                           channels_last=channels_last, fuse_batchnorm=fuse_batchnorm)
     if dry_run:
         log(plan.describe())
         log("dry run: nothing written")
