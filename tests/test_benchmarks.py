@@ -12,6 +12,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1",
                     reason="timing runs of kernels compiled away; the kernels are tested elsewhere")
+@pytest.mark.slow
 def test_benchmarks_quick():
     proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--repeats", "1"],
                           capture_output=True, text=True, timeout=600)

@@ -41,6 +41,7 @@ def _same(one: xr.Dataset, single: xr.Dataset, name: str) -> None:
     assert differ <= {"created"}, (name, differ)
 
 
+@pytest.mark.slow
 def test_every_convention_in_one_pass_equals_its_own_analysis(demo):
     together = _analyze(demo, convention="all")
     assert convention_names(together) == list(ds.CONVENTIONS)

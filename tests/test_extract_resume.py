@@ -73,6 +73,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_resume_equals_uninterrupted(tmp_path):
     config = config_for(tmp_path)
     reference = extract(config, output=tmp_path / "reference.h5", progress=False, log=lambda *a: None,
@@ -130,6 +131,7 @@ def test_rerun_after_the_store_was_renamed_only_cleans_up(tmp_path):
 FAULTS = int(os.environ.get("DISTILLSCOPE_FAULTS", "2"))
 
 
+@pytest.mark.slow
 def test_sigkill_at_seeded_random_moments_then_resume_equals_uninterrupted(tmp_path):
     """``DISTILLSCOPE_FAULTS`` kills (2 in CI, 50 nightly) at seeded random moments of one
     extraction, each followed by a resume that is killed in turn; the last resume finishes, and

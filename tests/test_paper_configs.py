@@ -33,6 +33,7 @@ def photos(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_tian_2511_15572_config_builds_every_model_with_the_papers_token_shapes(photos):
     text = (CONFIGS / "tian_2511_15572.toml").read_text()
     config = load_config(CONFIGS / "tian_2511_15572.toml")
