@@ -325,6 +325,7 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
                 done[model.spec.name, c.name] = (_shards(folder) or [(0, 0, None)])[-1][1]
     todo = [(m, c) for m in plan.models for c in cfg.conditions
             if done.get((m.spec.name, c.name), n) < n]
+    layers = {(m.spec.name, c.name): list(plan.layers_of(m.spec.name, c.name)) for m, c in todo}
     if not todo:
         return
 
@@ -354,9 +355,8 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
                 x = batch.input(plan.preprocessing[name], condition)
                 with torch.inference_mode(), autocast:
                     outs = model.forward(x)
-                keep = plan.layers_of(name, condition.name)
                 buffers.add((name, condition.name), batch.start, batch.stop,
-                            {k: to_numpy(outs[k], plan.dtype) for k in keep})
+                            {k: to_numpy(outs[k], plan.dtype) for k in layers[name, condition.name]})
             buffers.due()
             bar.update(batch.stop - batch.start)
     buffers.flush()
