@@ -33,6 +33,46 @@ from _common import arguments  # noqa: E402
 CONFIG = Path(__file__).resolve().parents[1] / "extract" / "configs" / "default.toml"
 
 
+def _input(plan, model, condition, start: int):
+    """The input batch at ``start`` of ``model`` under ``condition``, built on the CPU."""
+    stop = min(len(plan.data), start + plan.batch_size)
+    return plan.preprocessing[model.spec.name](plan.data.images(start, stop), condition,
+                                               plan.data.ids[start:stop], plan.config.run.seed)
+
+
+def batch_inputs(plan) -> dict:
+    """Every input batch of ``plan`` built beforehand, once per preprocessing, on the plan's
+    device in its memory layout: ``{(id(preprocessing), condition name, start): tensor}``."""
+    from distillscope_extract.pipeline import memory_format
+
+    fmt = memory_format(plan.channels_last)
+    return {(id(plan.preprocessing[m.spec.name]), c.name, s):
+            _input(plan, m, c, s).to(plan.device).contiguous(memory_format=fmt)
+            for m in plan.models for c in plan.config.conditions
+            for s in range(0, len(plan.data), plan.batch_size)}
+
+
+def run_models(plan, make_input, autocast=None) -> None:
+    """Every model's forward passes over every condition and batch, model after model, under
+    ``torch.inference_mode()`` as extraction runs them; ``make_input(model, condition, start)``."""
+    import contextlib
+
+    import torch
+
+    from distillscope_extract.pipeline import memory_format
+
+    fmt = memory_format(plan.channels_last)
+    for m in plan.models:
+        m.module.to(plan.device, memory_format=fmt)
+        for c in plan.config.conditions:
+            for s in range(0, len(plan.data), plan.batch_size):
+                with torch.inference_mode(), autocast or contextlib.nullcontext():
+                    m.module(make_input(m, c, s))
+        m.module.to("cpu", memory_format=torch.contiguous_format)
+    if plan.device == "cuda":
+        torch.cuda.synchronize()
+
+
 def main(argv=None) -> int:
     parser = arguments(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--config", type=Path, default=CONFIG, help="extraction configuration")
@@ -59,37 +99,19 @@ def main(argv=None) -> int:
         config = load_config(args.config, text=text)
         plan = plan_extraction(config, output=tmp / "store.h5", device=args.device,
                                amp=args.amp, workers=args.workers)
-        n, bs, seed, device = len(plan.data), plan.batch_size, config.run.seed, plan.device
-        batches = [(s, min(n, s + bs)) for s in range(0, n, bs)]
         torch.set_grad_enabled(False)
         autocast = torch.autocast("cuda", dtype=torch.float16, enabled=args.amp)
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        built = batch_inputs(plan)
+        n, device = len(plan.data), plan.device
         fmt = memory_format(plan.channels_last)
 
-        def inputs(model, condition, start, stop):
-            return plan.preprocessing[model.spec.name](plan.data.images(start, stop), condition,
-                                                       plan.data.ids[start:stop], seed)
-
-        # models sharing a preprocessing get the same inputs: build each batch once
-        built = {(id(plan.preprocessing[m.spec.name]), c.name, s):
-                 inputs(m, c, s, e).to(device).contiguous(memory_format=fmt)
-                 for m in plan.models for c in config.conditions for s, e in batches}
-
-        def loop(make_input):
-            for m in plan.models:
-                m.module.to(device, memory_format=fmt)
-                for c in config.conditions:
-                    for s, e in batches:
-                        with torch.inference_mode(), autocast:  # as extract runs them
-                            m.module(make_input(m, c, s, e))
-                m.module.to("cpu")
-            sync()
-
         def forward_only():
-            loop(lambda m, c, s, e: built[id(plan.preprocessing[m.spec.name]), c.name, s])
+            run_models(plan, lambda m, c, s: built[id(plan.preprocessing[m.spec.name]), c.name, s],
+                       autocast)
 
         def bare_loop():
-            loop(lambda m, c, s, e: inputs(m, c, s, e).to(device).contiguous(memory_format=fmt))
+            run_models(plan, lambda m, c, s: _input(plan, m, c, s).to(device)
+                       .contiguous(memory_format=fmt), autocast)
 
         timing = {"assemble": float("inf")}
 
@@ -117,7 +139,7 @@ def main(argv=None) -> int:
                  else f"cpu, {torch.get_num_threads()} threads")
         print(f"extraction of {args.config.name}: {len(plan.models)} models x "
               f"{len(config.conditions)} conditions x {n} samples = {images} forward passes, "
-              f"batch {bs}, {where}{', amp' if args.amp else ''}, {plan.workers} input "
+              f"batch {plan.batch_size}, {where}{', amp' if args.amp else ''}, {plan.workers} input "
               f"threads in extract, best of {args.repeats}")
         floor = best["forward only (inputs prebuilt)"]
         for name, t in best.items():

@@ -37,35 +37,14 @@ TARGET_SECONDS = 120.0
 
 
 def forward_only(plan) -> float:
-    """Seconds of every model's forward passes over input batches built beforehand."""
-    import torch
+    """Seconds of every model's forward passes over input batches built beforehand
+    (``bench_extract``'s floor)."""
+    from bench_extract import batch_inputs, run_models
 
-    from distillscope_extract.pipeline import memory_format
-
-    fmt, bs, n = memory_format(plan.channels_last), plan.batch_size, len(plan.data)
-    seed, data = plan.config.run.seed, plan.data
-    built = {}
-    for m in plan.models:
-        prep = plan.preprocessing[m.spec.name]
-        for c in plan.config.conditions:
-            for s in range(0, n, bs):
-                if (prep, c.name, s) not in built:
-                    x = prep(data.images(s, min(n, s + bs)), c, data.ids[s:s + bs], seed)
-                    built[prep, c.name, s] = x.to(plan.device).contiguous(memory_format=fmt)
-    for m in plan.models:
-        m.module.to(plan.device, memory_format=fmt)
+    built = batch_inputs(plan)
     start = time.perf_counter()
-    with torch.inference_mode():
-        for m in plan.models:
-            prep = plan.preprocessing[m.spec.name]
-            for c in plan.config.conditions:
-                if plan.layers_of(m.spec.name, c.name):
-                    for s in range(0, n, bs):
-                        m.module(built[prep, c.name, s])
-    seconds = time.perf_counter() - start
-    for m in plan.models:
-        m.module.to("cpu", memory_format=torch.contiguous_format)
-    return seconds
+    run_models(plan, lambda m, c, s: built[id(plan.preprocessing[m.spec.name]), c.name, s])
+    return time.perf_counter() - start
 
 
 def main(argv=None) -> int:
