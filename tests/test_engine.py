@@ -50,7 +50,7 @@ def test_one_pass_reads_about_the_store_bytes(multi_store):
     code = textwrap.dedent(f"""
         import warnings, distillscope as ds
         warnings.simplefilter("ignore")
-        ds.analyze({str(multi_store)!r}, metrics="all")  # compile every kernel first
+        ds.analyze({str(multi_store)!r})  # load every kernel it runs first
         def rchar():
             return int(open('/proc/self/io').read().split('rchar:')[1].split()[0])
         before = rchar()
