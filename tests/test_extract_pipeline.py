@@ -150,6 +150,34 @@ def test_buffered_activations_are_bounded_whatever_the_number_of_pairs(tmp_path,
         assert len(list((plan.work / pair[0] / pair[1]).glob("*.npz"))) == N_BATCHES, pair
 
 
+def test_a_failed_shard_write_stops_the_run_and_a_rerun_resumes(tmp_path, monkeypatch):
+    """Shards are written by a thread while the models go on: its error reaches the run, what
+    it wrote before stays, and the rerun finishes the store the uninterrupted run writes."""
+    from distillscope import OutputError
+
+    path = config(tmp_path, run="checkpoint_seconds = 1000")
+    reference = datasets(extract(path, output=tmp_path / "reference.h5", **quiet()))
+    monkeypatch.setattr(run_module, "_SHARD_MAX_BYTES", 1)  # a write after every batch
+    write, calls = run_module._atomic_write, []
+
+    def failing(target, content):
+        calls.append(target)
+        if target.suffix == ".npz" and len(calls) > 10:
+            raise OutputError(f"{target}: no space left on device")
+        write(target, content)
+
+    monkeypatch.setattr(run_module, "_atomic_write", failing)
+    with pytest.raises(OutputError, match="no space left"):
+        extract(path, output=tmp_path / "store.h5", **quiet())
+    shards = list((tmp_path / "store.h5.work").rglob("*.npz"))
+    assert not (tmp_path / "store.h5").exists() and 0 < len(shards) < len(calls)
+    monkeypatch.setattr(run_module, "_atomic_write", write)
+    resumed = datasets(extract(path, output=tmp_path / "store.h5", **quiet()))
+    assert resumed.keys() == reference.keys()
+    for key, a in reference.items():
+        np.testing.assert_array_equal(resumed[key], a, err_msg=key)
+
+
 def test_resuming_with_another_memory_layout_is_refused(tmp_path):
     path = config(tmp_path)
     plan = plan_extraction(path, output=tmp_path / "store.h5")

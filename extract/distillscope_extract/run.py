@@ -47,7 +47,9 @@ from .preprocess import Preprocessing, resolve_preprocessing
 
 __all__ = ["Plan", "extract", "plan_extraction"]
 
-_SHARD_MAX_BYTES = 256 << 20  # a shard is also cut when its buffered activations reach this
+# a shard is also cut when the buffered activations reach this: the writer thread saves one set
+# while the next fills (at most twice this held), and the last, which the run waits for, is small
+_SHARD_MAX_BYTES = 64 << 20
 PRODUCER = "distillscope-extract"
 
 
@@ -242,14 +244,20 @@ def _shards(folder: Path) -> list[tuple[int, int, Path]]:
 class _Buffers:
     """The batches of every (model, condition) pair, each pair written as its own shard when
     due: every ``checkpoint_seconds``, or when all the buffered activations reach
-    ``_SHARD_MAX_BYTES``, so memory is bounded whatever the number of pairs."""
+    ``_SHARD_MAX_BYTES``, so memory is bounded whatever the number of pairs. A thread writes
+    the shards (concatenate, save, fsync) while the models go on with the next batches; it
+    finishes one set before it is handed the next, so at most twice the cap is held."""
 
     def __init__(self, work: Path, every_seconds: float):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.work = work
         self.every = every_seconds
         self.pairs: dict[tuple[str, str], tuple[int, int, dict[str, list[np.ndarray]]]] = {}
         self.nbytes = 0
         self.last = time.monotonic()
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="distillscope-shards")
+        self.writing = None
 
     def add(self, pair: tuple[str, str], start: int, stop: int,
             arrays: dict[str, np.ndarray]) -> None:
@@ -263,12 +271,23 @@ class _Buffers:
         if time.monotonic() - self.last >= self.every or self.nbytes >= _SHARD_MAX_BYTES:
             self.flush()
 
-    def flush(self) -> None:
-        for (model, condition), (start, stop, blocks) in self.pairs.items():
+    def flush(self, last: bool = False) -> None:
+        """Hand the buffered batches to the writer thread once it wrote the previous ones (a
+        failed write is raised here); ``last``: and wait for them too."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
+        if self.pairs:
+            self.writing = self.writer.submit(self._write, self.pairs)
+        self.pairs, self.nbytes, self.last = {}, 0, time.monotonic()
+        if last:
+            self.flush()
+
+    def _write(self, pairs: dict) -> None:
+        for (model, condition), (start, stop, blocks) in pairs.items():
             arrays = {name: np.concatenate(parts) for name, parts in blocks.items()}
             _atomic_write(self.work / model / condition / _shard_name(start, stop),
                           lambda fh, arrays=arrays: np.savez(fh, **arrays))
-        self.pairs, self.nbytes, self.last = {}, 0, time.monotonic()
 
 
 # ------------------------------------------------------------------------------------ the run
@@ -344,7 +363,8 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
     buffers = _Buffers(plan.work, cfg.run.checkpoint_seconds)
     started = time.perf_counter()
     desc = f"{len(running)} models x {len({c.name for _, c in todo})} conditions"
-    with _progress(n, first, desc, progress) as bar:
+    with _progress(n, first, desc, progress) as bar, contextlib.ExitStack() as finish:
+        finish.callback(buffers.writer.shutdown)  # a failed run: its last shards still land
         for batch in build_batches(plan.data, range(first, n, bs), bs, needs, seed=cfg.run.seed,
                                    device=plan.device, workers=plan.workers,
                                    channels_last=plan.channels_last):
@@ -359,7 +379,7 @@ def _extract_shards(plan: Plan, *, progress: bool) -> None:
                             {k: to_numpy(outs[k], plan.dtype) for k in layers[name, condition.name]})
             buffers.due()
             bar.update(batch.stop - batch.start)
-    buffers.flush()
+        buffers.flush(last=True)
     for model in running:
         model.module.to("cpu", memory_format=torch.contiguous_format)
     if progress and not sys.stderr.isatty():  # in a log: one line, no bars

@@ -41,14 +41,9 @@ class LayerWriter:
         self._room = room  # raises OutputError when ``more`` bytes would not fit
         self._unflushed = 0
         self.rows_written = 0
-
-    @property
-    def n_samples(self) -> int:
-        return self._ds.shape[0]
-
-    @property
-    def row_bytes(self) -> int:
-        return self._ds.dtype.itemsize * int(np.prod(self._ds.shape[1:]))
+        # fixed at creation; kept, as the room check sums them over every layer at each append
+        self.n_samples = dataset.shape[0]
+        self.row_bytes = dataset.dtype.itemsize * int(np.prod(dataset.shape[1:]))
 
     def append(self, block) -> None:
         """Write the next ``len(block)`` samples (any array-like, e.g. ``tensor.numpy()``)."""
