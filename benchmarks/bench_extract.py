@@ -14,7 +14,8 @@ one plan, every forward pass under ``torch.inference_mode()``:
   storage dtype, crash-safe shards (fsynced) and the assembly of the HDF5 store (the work folder
   is written, read and deleted).
 
-The bare loop runs once; the other two alternate ``--repeats`` times. Prints ratios to the
+After one untimed round of the forward passes and the extraction, the bare loop runs once
+and the other two alternate ``--repeats`` times. Prints ratios to the
 forward passes alone, best against best and the median of each extraction over the forward
 passes just before it (targets: <= 1.1x on a CPU, >= 0.8x of their
 throughput, i.e. <= 1.25x the time, on a GPU), and the store's write rate during assembly.
@@ -133,12 +134,14 @@ def main(argv=None) -> int:
                    "distillscope extract": extraction}
         best = dict.fromkeys(methods, float("inf"))
         paired = []  # extraction / the forward passes just before it: a shared machine's speed
-        for i in range(args.repeats):  # drifts by 10-20% between minutes, so pairs, interleaved
+        for i in range(-1, args.repeats):  # drifts by 10-20% between minutes: pairs, interleaved
             for name, fn in methods.items():
                 if name == "bare loop" and i:  # the slow reference: once is enough
                     continue
                 t0 = time.perf_counter()
                 fn()
+                if i < 0:  # a warm-up round (threads, allocator, page cache), not timed
+                    continue
                 best[name] = min(best[name], time.perf_counter() - t0)
                 last = time.perf_counter() - t0
                 if name.startswith("forward"):
