@@ -15,10 +15,10 @@ one plan, every forward pass under ``torch.inference_mode()``:
   is written, read and deleted).
 
 After one untimed round of the forward passes and the extraction, the bare loop runs once
-and the other two alternate ``--repeats`` times. Prints ratios to the
-forward passes alone, best against best and the median of each extraction over the forward
-passes just before it (targets: <= 1.1x on a CPU, >= 0.8x of their
-throughput, i.e. <= 1.25x the time, on a GPU), and the store's write rate during assembly.
+and the other two alternate ``--repeats`` times. Prints ratios to the forward passes alone,
+best against best and the median of each extraction over the forward passes just before it
+(targets: <= 1.1x on a CPU, >= 0.8x of their throughput, i.e. <= 1.25x the time, on a GPU),
+and the store's write rate during assembly.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
                 fn()
                 if i < 0:  # a warm-up round (threads, allocator, page cache), not timed
                     continue
-                best[name] = min(best[name], time.perf_counter() - t0)
                 last = time.perf_counter() - t0
+                best[name] = min(best[name], last)
                 if name.startswith("forward"):
                     floor_now = last
                 elif name == "distillscope extract":
