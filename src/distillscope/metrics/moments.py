@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._errors import InputError
+from .linalg import eigh_desc
 
 __all__ = ["SecondMoments", "RowPreparer", "Prepared", "NonFiniteError", "FLOAT_DTYPES"]
 
@@ -435,11 +436,7 @@ class SecondMoments:
     def eigh(self) -> tuple[np.ndarray, np.ndarray]:
         """Descending eigen-decomposition ``(lam, vectors)`` of the centred scatter (cached):
         a teacher's is computed once for every student compared with it."""
-        def decompose():
-            lam, vec = np.linalg.eigh(self.centered()[2])
-            return lam[::-1], vec[:, ::-1]
-
-        return self.cached("eigh", decompose)
+        return self.cached("eigh", lambda: eigh_desc(self.centered()[2]))
 
     def cached(self, key, compute):
         """``compute()`` once per state: what is derived from these moments (their

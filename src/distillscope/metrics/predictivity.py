@@ -47,7 +47,6 @@ def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
     d2 = folds[0].d2
     xs = [f.x.centered() for f in folds]
     ys = [f.y.centered() for f in folds]
-    sxy = [f.blocks()[2] for f in folds]
     n_f = np.array([s[0] for s in xs], dtype=np.float64)
     n_all = n_f.sum()
     mx_all = sum(n * s[1] for n, s in zip(n_f, xs)) / n_all
@@ -55,42 +54,50 @@ def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
     dx = [s[1] - mx_all for s in xs]
     dy = [s[1] - my_all for s in ys]
     teacher = _teacher_folds(folds, xs, n_f, dx)  # shared by every student: computed once
+    v = teacher["directions"]
+    # Only diag(V^T R V) is needed (V square orthonormal: its sum is tr R), so every product
+    # is taken along the teacher's directions: the folds' cross scatters rotated once,
+    # P_i = S_yx,i V (d2 x d1), and the regression solved for W V, never for W.
+    rotated = [f.blocks()[2].T @ v for f in folds]
+    vdx = [d @ v for d in dx]
     syy_about = [s[2] + n * np.outer(d, d) for n, s, d in zip(n_f, ys, dy)]
-    syx_about = [c.T + n * np.outer(e, d) for n, c, d, e in zip(n_f, sxy, dx, dy)]
+    syx_about = [p + n * np.outer(d, e) for n, p, d, e in zip(n_f, rotated, dy, vdx)]
     syy_all, syx_all = sum(syy_about), sum(syx_about)
-    residual = teacher["held_out_about_train"].copy()
+    residual = teacher["held_out_about_train_along"].copy()
     for i in range(len(folds)):
         # the other folds' scatter about their own mean, by the parallel-axis theorem
         n_r = n_all - n_f[i]
         ex = teacher["train_mean_offset"][i]
         ey = (n_all * my_all - n_f[i] * ys[i][1]) / n_r - my_all
         syy = syy_all - syy_about[i] - n_r * np.outer(ey, ey)
-        syt = syx_all - syx_about[i] - n_r * np.outer(ey, ex)
+        syt = syx_all - syx_about[i]  # S_yt V
+        syt -= np.outer(n_r * ey, ex @ v)
         penalty = ridge * np.trace(syy) / d2
-        if penalty > 0:  # numpy's solve: scipy's LAPACK would contend with numpy's threads
-            syy.flat[:: d2 + 1] += penalty
-            w = np.linalg.solve(syy, syt)  # (d2, d1)
-        else:  # a constant student predicts nothing beyond the mean
-            w = np.zeros_like(syt)
-        delta_x, delta_y = dx[i] - ex, dy[i] - ey  # the fold's mean minus the training mean
-        s_ty = sxy[i] + n_f[i] * np.outer(delta_x, delta_y)
-        s_yy = ys[i][2] + n_f[i] * np.outer(delta_y, delta_y)
-        cross = s_ty @ w
-        residual -= cross + cross.T
-        residual += w.T @ (s_yy @ w)
+        if not penalty > 0:  # a constant student predicts nothing beyond the mean
+            continue
+        # numpy's solve: scipy's LAPACK would contend with numpy's threads
+        syy.flat[:: d2 + 1] += penalty
+        b = np.linalg.solve(syy, syt)  # W V, (d2, d1)
+        delta_x, delta_y = vdx[i] - ex @ v, dy[i] - ey  # the fold's mean minus the training's
+        b_dy = delta_y @ b
+        # diag(V^T S_ty W V) and diag((W V)^T S_yy (W V)) over the held-out fold, S_ty and
+        # S_yy about the training means
+        cross = np.einsum("ij,ij->j", rotated[i], b) + n_f[i] * delta_x * b_dy
+        quadratic = np.einsum("ij,ij->j", b, ys[i][2] @ b) + n_f[i] * b_dy * b_dy
+        residual += quadratic - 2.0 * cross
     total = np.trace(teacher["held_out"])
-    predictivity = 1.0 - np.trace(residual) / total if total > 0 else float("nan")
-    along_res = along(teacher["directions"], residual)
+    predictivity = 1.0 - residual.sum() / total if total > 0 else float("nan")
     along_tt = teacher["held_out_along"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        spectrum = np.where(along_tt > 0, 1.0 - along_res / along_tt, np.nan)
+        spectrum = np.where(along_tt > 0, 1.0 - residual / along_tt, np.nan)
     return float(predictivity), spectrum
 
 
 def _teacher_folds(folds, xs, n_f, dx) -> dict:
     """The teacher's part of the cross-validation, shared by every student it is compared
     with (cached on the teacher's first fold): its principal directions over all folds, each
-    fold's training-mean offset, and the held-out scatters summed over the folds."""
+    fold's training-mean offset, and the held-out scatters summed over the folds, along the
+    directions."""
     def compute():
         n_all = n_f.sum()
         pooled = sum(s[2] + n * np.outer(d, d) for n, s, d in zip(n_f, xs, dx))
@@ -103,8 +110,8 @@ def _teacher_folds(folds, xs, n_f, dx) -> dict:
         directions = eigh_desc(pooled)[1]
         held_out = sum(s[2] for s in xs)
         return {"directions": directions, "train_mean_offset": offsets,
-                "held_out_about_train": about_train, "held_out": held_out,
-                "held_out_along": along(directions, held_out)}
+                "held_out_about_train_along": along(directions, about_train),
+                "held_out": held_out, "held_out_along": along(directions, held_out)}
 
     return folds[0].x.cached(("teacher folds", tuple(id(f.x) for f in folds)), compute)
 
