@@ -14,14 +14,13 @@ CKA from the float32 cross sums). Which metrics, and why not the others:
 
 from __future__ import annotations
 
-import os
 import types
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .._errors import InputError
+from .._system import in_turn, one_thread_each
 from ..metrics.moments import SecondMoments
 from ..metrics.pairs import PairMoments
 from ..metrics.predictivity import CrossValidation
@@ -120,7 +119,7 @@ def _chunk_values(plan, stats, chosen, w, moments, shared):
         centers.add(plan.spectrum_center)
     tasks = [(key, r) for key in (plan.reps if rep else ()) for r in range(len(w))
              if key in moments]
-    with _one_thread_each() as pool:
+    with one_thread_each() as pool:
         spectra = list(pool.map(lambda t: _spectra(moments[t[0]][t[1]], centers), tasks))
     for (key, _), lam in zip(tasks, spectra):
         n_values = min(moments[key][0].count, moments[key][0].n_features)
@@ -147,7 +146,7 @@ def _chunk_values(plan, stats, chosen, w, moments, shared):
 
             # the requested metrics' decompositions side by side, one replicate per core
             costly = any(m.interval == REQUESTED for m in metrics)
-            with _one_thread_each() if costly else _in_turn() as pool:
+            with one_thread_each() if costly else in_turn() as pool:
                 for row in pool.map(pair_values, range(len(crosses)), crosses):
                     for name, value in row:
                         yield name, index, value
@@ -243,34 +242,3 @@ def _paired(plan, chosen: list[Metric], replicated: dict) -> None:
         for index, (a, b) in pairs:
             with np.errstate(divide="ignore", invalid="ignore"):
                 replicated.setdefault(m.name, {})[index] = m.compute(ranks[a], ranks[b])
-
-
-class _in_turn:
-    """``_one_thread_each``'s interface, without threads (the builtin ``map``)."""
-
-    def __enter__(self):
-        return types.SimpleNamespace(map=map)
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _one_thread_each:
-    """A pool of one worker per core, each with single-threaded BLAS: independent
-    eigendecompositions run side by side (1.5x the throughput of one multithreaded LAPACK
-    call after another on 2 cores)."""
-
-    def __enter__(self):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - scikit-learn brings it
-            threadpool_limits = None
-        self._limits = threadpool_limits(1) if threadpool_limits else None
-        self._pool = ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0))))
-        return self._pool
-
-    def __exit__(self, *exc):
-        self._pool.shutdown()
-        if self._limits is not None:
-            self._limits.restore_original_limits()
-        return False

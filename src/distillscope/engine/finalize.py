@@ -11,6 +11,7 @@ by ``small_sample`` instead of being raised.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._errors import InputError
+from .._system import in_turn, one_thread_each
 from ..metrics.alignment import DegenerateWarning
 from ..metrics.neighbours import Samples
 from ..metrics.predictivity import CrossValidation
@@ -56,10 +58,12 @@ class Values:
             self.errors.setdefault(metric.name, {})[index] = value
 
     def timed(self, what: str, start: float) -> None:
-        self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - start
+        with _TIMINGS:  # pairs are computed two at a time
+            self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - start
 
 
 _REFUSED = object()
+_TIMINGS = threading.Lock()
 
 
 def _token(*parts) -> tuple:
@@ -74,9 +78,7 @@ def _memoized(values: Values, key: tuple, call: Callable[[], object],
     if key not in values.memo:
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DegenerateWarning)
-                values.memo[key] = call()
+            values.memo[key] = call()
         except InputError:
             values.memo[key] = _REFUSED
         finally:
@@ -110,7 +112,9 @@ def compute_plans(plans: list[Plan], stats: list[dict[str, dict]]) -> list[Value
         _request_products(plan, view)
         views.append(view)
     memo: dict[tuple, object] = {}
-    return [_compute(plan, view, Values(memo=memo)) for plan, view in zip(plans, views)]
+    with warnings.catch_warnings():  # once, not per value: the pairs are computed in threads
+        warnings.simplefilter("ignore", DegenerateWarning)
+        return [_compute(plan, view, Values(memo=memo)) for plan, view in zip(plans, views)]
 
 
 def _compute(plan: Plan, stats: dict[str, dict], values: Values) -> Values:
@@ -221,29 +225,44 @@ def pair_statistics(stats: dict[str, dict], pair) -> tuple[PairMoments, CrossVal
 
 
 def _teacher_student(plan: Plan, stats: dict[str, dict], values: Values) -> None:
+    """Every pair's metrics, two pairs side by side (``one_thread_each``: their SVDs,
+    eigendecompositions and ridge solves are most of the finalisation). What a teacher's pairs
+    share is cached on its statistics by its first pair, computed before the others start."""
     chosen = plan.chosen(TEACHER_STUDENT)
+    firsts: dict = {}
     for pair in plan.pairs:
-        t_key, s_key = pair
-        index = (s_key[0], s_key[1], t_key[2], s_key[2])
-        joint, folds = pair_statistics(stats, pair) if pair in stats["pair"] else (None, None)
-        pair_id = id(stats["pair"].get(pair))
-        for m in chosen:
-            args = m.arguments(plan.convention)
-            if m.statistic == "pair":
-                _apply(m, values, index, lambda m=m, a=args: m.compute(joint, **a),
-                       _token(pair_id, args))
-            elif m.statistic == "folds" and folds is not None:
-                _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a),
-                       _token(pair_id, args))
-            elif m.statistic == "spectrum":  # from the primary effective ranks
-                ranks = values.entries.get(plan.convention.primary, {})
-                if t_key in ranks and s_key in ranks:
-                    _apply(m, values, index, lambda m=m, t=ranks[t_key], s=ranks[s_key]:
-                           m.compute(t, s), _token(ranks[t_key], ranks[s_key]))
-            elif m.statistic == "samples":
-                sx, sy = stats["analysed"][t_key], stats["analysed"][s_key]
-                _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a),
-                       _token(id(sx), id(sy), args))
+        firsts.setdefault(pair[0], pair)
+    rest = [pair for pair in plan.pairs if firsts[pair[0]] is not pair]
+    for batch in (list(firsts.values()), rest):
+        with one_thread_each() if len(batch) > 1 else in_turn() as pool:
+            for _ in pool.map(lambda pair: _pair_values(plan, stats, values, chosen, pair),
+                              batch):
+                pass
+
+
+def _pair_values(plan: Plan, stats: dict[str, dict], values: Values, chosen: list[Metric],
+                 pair) -> None:
+    t_key, s_key = pair
+    index = (s_key[0], s_key[1], t_key[2], s_key[2])
+    joint, folds = pair_statistics(stats, pair) if pair in stats["pair"] else (None, None)
+    pair_id = id(stats["pair"].get(pair))
+    for m in chosen:
+        args = m.arguments(plan.convention)
+        if m.statistic == "pair":
+            _apply(m, values, index, lambda m=m, a=args: m.compute(joint, **a),
+                   _token(pair_id, args))
+        elif m.statistic == "folds" and folds is not None:
+            _apply(m, values, index, lambda m=m, a=args: m.compute(folds, **a),
+                   _token(pair_id, args))
+        elif m.statistic == "spectrum":  # from the primary effective ranks
+            ranks = values.entries.get(plan.convention.primary, {})
+            if t_key in ranks and s_key in ranks:
+                _apply(m, values, index, lambda m=m, t=ranks[t_key], s=ranks[s_key]:
+                       m.compute(t, s), _token(ranks[t_key], ranks[s_key]))
+        elif m.statistic == "samples":
+            sx, sy = stats["analysed"][t_key], stats["analysed"][s_key]
+            _apply(m, values, index, lambda m=m, a=args: m.compute(sx, sy, **a),
+                   _token(id(sx), id(sy), args))
 
 
 def _student_student(plan: Plan, values: Values) -> None:
