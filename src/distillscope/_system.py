@@ -33,13 +33,14 @@ class one_thread_each:
     _controller = None  # one for the process: making one reads about 190 kB of files
 
     def __enter__(self) -> ThreadPoolExecutor:
-        if one_thread_each._controller is None:
+        cls = type(self)
+        if cls._controller is None:
             try:
                 from threadpoolctl import ThreadpoolController
             except ImportError:  # pragma: no cover - scikit-learn brings it
                 ThreadpoolController = None
-            one_thread_each._controller = ThreadpoolController() if ThreadpoolController else False
-        self._limits = one_thread_each._controller.limit(limits=1) if self._controller else None
+            cls._controller = ThreadpoolController() if ThreadpoolController else False
+        self._limits = cls._controller.limit(limits=1) if cls._controller else None
         self._pool = ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0))))
         return self._pool
 

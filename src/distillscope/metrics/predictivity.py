@@ -67,18 +67,18 @@ def ridge_retention(folds, *, ridge: float = 1e-3) -> tuple[float, np.ndarray]:
     for i in range(len(folds)):
         # the other folds' scatter about their own mean, by the parallel-axis theorem
         n_r = n_all - n_f[i]
-        ex = teacher["train_mean_offset"][i]
+        vex = teacher["train_mean_offset"][i] @ v  # the training mean's offset, along V
         ey = (n_all * my_all - n_f[i] * ys[i][1]) / n_r - my_all
         syy = syy_all - syy_about[i] - n_r * np.outer(ey, ey)
         syt = syx_all - syx_about[i]  # S_yt V
-        syt -= np.outer(n_r * ey, ex @ v)
+        syt -= np.outer(n_r * ey, vex)
         penalty = ridge * np.trace(syy) / d2
         if not penalty > 0:  # a constant student predicts nothing beyond the mean
             continue
         # numpy's solve: scipy's LAPACK would contend with numpy's threads
         syy.flat[:: d2 + 1] += penalty
         b = np.linalg.solve(syy, syt)  # W V, (d2, d1)
-        delta_x, delta_y = vdx[i] - ex @ v, dy[i] - ey  # the fold's mean minus the training's
+        delta_x, delta_y = vdx[i] - vex, dy[i] - ey  # the fold's mean minus the training's
         b_dy = delta_y @ b
         # diag(V^T S_ty W V) and diag((W V)^T S_yy (W V)) over the held-out fold, S_ty and
         # S_yy about the training means
