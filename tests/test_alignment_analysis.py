@@ -88,6 +88,16 @@ def test_paper_convention_reduces_per_batch(pair_store):
     assert float(_get(r, "linear_cka")) == pytest.approx(ref.linear_cka(ref.centre(x), ref.centre(y)),
                                                          rel=1e-10)
     assert r.attrs["infonce_reduction"] == "batch"
+    # the library's decompositions of the cross moments are not the paper's: out unless named
+    assert not {"cca_mean", "svcca", "principal_angles", "linear_predictivity"} & set(r)
+    named = ds.analyze(path, convention="arxiv_2603_06698", metrics="default,svcca")
+    xr.testing.assert_identical(named["svcca"], ds.analyze(path, metrics="svcca",
+                                                           convention="arxiv_2603_06698")["svcca"])
+    assert np.isfinite(_get(named, "svcca")) and "cca_mean" not in named
+    assert "svcca" not in ds.analyze(path, convention="arxiv_2603_06698", frequency=False)
+    assert r.attrs["omitted_metrics"].startswith("cca_mean, cca_r2, svcca, pwcca, principal_angles")
+    assert named.attrs["omitted_metrics"].split(":")[0].split(", ")[:3] == ["cca_mean", "cca_r2",
+                                                                             "pwcca"]
 
 
 def test_alignment_contract_round_trip_and_switch(pair_store, tmp_path):

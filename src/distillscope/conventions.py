@@ -42,6 +42,13 @@ class Convention:
     metrics : tuple of str
         Registered metrics the convention adds to those chosen: its paper's own numbers (off by
         default otherwise).
+    omits : tuple of str
+        Default metrics the convention leaves out unless they are named (``metrics=``,
+        ``--metrics``): under ``arxiv_2603_06698``, the library's decompositions of a pair's
+        cross moments (the CCA family, principal angles, Procrustes, the ridge predictivity and
+        retention). They are not its paper's numbers, no paper reports them on L2-normalised
+        rows, and their SVDs, eigendecompositions and ridge solves would be most of what the
+        convention adds to an analysis of every sample.
     rows : {"all", "test"}
         The samples every spectrum, pair statistic, drift, spatial spectrum and sample-level
         metric is computed on: all of them, or the test split only (arXiv 2603.06698's notebook
@@ -75,6 +82,7 @@ class Convention:
     threshold: float = 0.90
     seed_aggregation: str = "rank_mean"
     metrics: tuple[str, ...] = ()
+    omits: tuple[str, ...] = ()
     rows: str = "all"
     seed_ddof: int = 1
     source: str = ""
@@ -122,6 +130,8 @@ CONVENTIONS: Mapping[str, Convention] = MappingProxyType({
             infonce_reduction="batch",
             uniformity_batch=64,
             uniformity_diagonal=True,
+            omits=("cca_mean", "cca_r2", "svcca", "pwcca", "principal_angles",
+                   "procrustes_angular", "linear_predictivity", "retention"),
         ),
         Convention(
             name="tian_2511_15572_per_image",

@@ -23,7 +23,8 @@ from ..metrics.predictivity import N_FOLDS, RIDGE
 from ..metrics.frequency import BANDS, RADIAL_BINS, radial_profile
 from ..metrics.neighbours import KNN_K
 from ..metrics.registry import (CLEAN_CONDITION, FAMILY, RESULTS, STUDENT_STUDENT, TAKES,
-                                TEACHER_STUDENT, TEACHER_STUDENT_MODELS, Metric, by_variable)
+                                TEACHER_STUDENT, TEACHER_STUDENT_MODELS, Metric, by_variable,
+                                select)
 from ..metrics.robustness import PROBE
 from ..results.attributes import describe
 from .bootstrap import resampled_metrics
@@ -251,6 +252,13 @@ def _run_attributes(plan: Plan, values: Values, variables: set[str]) -> dict:
         "versions": _versions(), "metrics": ", ".join(m.name for m in plan.metrics),
         "block_rows": plan.rows,
     }
+    computed = {m.name for m in plan.metrics}
+    omitted = [m.name for m in select(plan.options.metrics)
+               if m.name in conv.omits and m.name not in computed]
+    if omitted:
+        attrs["omitted_metrics"] = (", ".join(omitted) + f": left out by convention {conv.name} "
+                                    "(docs/metrics.md#named-conventions); named in metrics=, "
+                                    "they are computed")
     if plan.needs["maps"]:
         attrs["remove_map_mean"] = int(plan.options.remove_map_mean)
     if plan.subset is not None:

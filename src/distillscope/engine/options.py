@@ -161,7 +161,8 @@ class AnalysisOptions:
                       robustness: bool = True, park_kim: bool = False,
                       metrics: str | Sequence[str] | None = None, **kwargs) -> "AnalysisOptions":
         """Options from ``analyze``'s keywords: the family switches (``alignment=False`` ...)
-        and ``park_kim`` edit the metric selection."""
+        and ``park_kim`` edit the metric selection (into names: a metric every convention asked
+        for omits, ``Convention.omits``, stays out unless named)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - known)
         if unknown:
@@ -176,7 +177,10 @@ class AnalysisOptions:
             return options
         from ..metrics.registry import select
 
-        chosen = [m.name for m in select(options.metrics) if m.family not in dropped]
+        named = set(options.metrics or ()) - {"default", "all"}
+        omitted = set.intersection(*(set(c.omits) for c in options.conventions())) - named
+        chosen = [m.name for m in select(options.metrics)
+                  if m.family not in dropped and m.name not in omitted]
         if park_kim and "frequency" not in dropped:
             chosen.append("relative_log_amplitude")
         return replace(options, metrics=tuple(dict.fromkeys(chosen)))

@@ -293,10 +293,12 @@ def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -
 
 
 def _metrics(options: AnalysisOptions, convention: Convention) -> list[Metric]:
-    """The chosen metrics, those the convention adds, and the descriptors of every
-    representation (always there)."""
+    """The chosen metrics but those the convention omits (unless named), those it adds, and
+    the descriptors of every representation (always there)."""
     try:
-        chosen = select(options.metrics)
+        named = set(options.metrics or ()) - {"default", "all"}
+        chosen = [m for m in select(options.metrics)
+                  if m.name not in convention.omits or m.name in named]
         chosen += [m for m in select(list(convention.metrics)) if m not in chosen]
         return chosen + [m for m in select("all") if m.family == "descriptor" and m not in chosen]
     except KeyError as err:

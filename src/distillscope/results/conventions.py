@@ -59,7 +59,7 @@ def stack_conventions(parts: Sequence[xr.Dataset]) -> xr.Dataset:
         raise InputError(f"stack_conventions: each convention once; got {names}")
     runs = [dict(p.attrs) for p in parts]
     differing = {k: v for k, v in _differing(runs).items() if k not in _SAME_RUN + ("convention",)}
-    stacked = xr.concat([_bare(p) for p in parts],
+    stacked = xr.concat(_every_coordinate([_bare(p) for p in parts]),
                         dim=xr.Variable("convention", names), data_vars="all",
                         coords="different", compat="equals", join="outer",
                         combine_attrs="drop")
@@ -96,6 +96,17 @@ def _bare(results: xr.Dataset) -> xr.Dataset:
         variable.attrs = {}
     bare.attrs = {}
     return bare
+
+
+def _every_coordinate(parts: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Each part with every coordinate of any part (a variable some conventions omit takes its
+    own with it, ``angle`` say): concatenation needs each one in all of them."""
+    found: dict[str, xr.Variable] = {}
+    for part in parts:
+        for name, coordinate in part.coords.items():
+            found.setdefault(str(name), coordinate.variable)
+    return [part.assign_coords({n: v for n, v in found.items() if n not in part.coords})
+            for part in parts]
 
 
 def convention_names(results: xr.Dataset) -> list[str]:
