@@ -177,8 +177,8 @@ class AnalysisOptions:
             return options
         from ..metrics.registry import select
 
-        named = set(options.metrics or ()) - {"default", "all"}
-        omitted = set.intersection(*(set(c.omits) for c in options.conventions())) - named
+        omitted = (set.intersection(*(set(c.omits) for c in options.conventions()))
+                   - options.named_metrics)
         chosen = [m.name for m in select(options.metrics)
                   if m.family not in dropped and m.name not in omitted]
         if park_kim and "frequency" not in dropped:
@@ -188,6 +188,12 @@ class AnalysisOptions:
     def conventions(self) -> list[Convention]:
         """Every convention asked for, in order (``conventions.resolve_conventions``)."""
         return resolve_conventions(self.convention)
+
+    @property
+    def named_metrics(self) -> set[str]:
+        """The metrics named one by one, not through "default" or "all": a convention's
+        ``omits`` do not apply to them."""
+        return set(self.metrics or ()) - {"default", "all"}
 
     @property
     def several(self) -> bool:
