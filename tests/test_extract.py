@@ -15,7 +15,12 @@ timm = pytest.importorskip("timm")
 
 from distillscope import open_store  # noqa: E402
 from distillscope.cli import main  # noqa: E402
-from distillscope.metrics.frequency import band_fractions, power_spectrum, tokens_to_maps  # noqa: E402
+from distillscope.metrics.frequency import (  # noqa: E402
+    band_fractions,
+    band_mask,
+    power_spectrum,
+    tokens_to_maps,
+)
 
 from distillscope_extract import extract, plan_extraction  # noqa: E402
 from distillscope_extract.conditions import SEVERITIES, gaussian_blur, parse_condition  # noqa: E402
@@ -177,6 +182,21 @@ def test_band_noise_has_its_power_in_its_band_at_equal_per_pixel_sigma(band):
     assert abs(noise.std() - 0.2) < 0.005  # equal per-pixel sigma in every band
     fractions = band_fractions(power_spectrum(noise))
     assert fractions[band] > 0.999
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 24, 24), (2, 3, 9, 14)])
+def test_band_noise_is_the_masked_full_spectrum_one_image_at_a_time(shape):
+    """Against the obvious filter: each sample's white noise, each channel's full complex DFT
+    times the band's mask, inverted, its real part, scaled to unit per-pixel variance."""
+    ids = [3, 11]
+    for band in ("low", "mid", "high"):
+        c = cond(name=f"b_{band}", kind="band_noise", band=band, sigma=1.0, space="normalized")
+        mask = band_mask(*shape[-2:], band)
+        ref = np.stack([[np.fft.ifft2(np.fft.fft2(channel) * mask).real
+                         for channel in c.generator(0, sid).standard_normal(shape[1:])]
+                        for sid in ids]) / np.sqrt(mask.mean())
+        noise = c(torch.zeros(shape), ids, seed=0).numpy()
+        np.testing.assert_allclose(noise, ref, rtol=1e-6, atol=1e-6)
 
 
 def test_blur_matches_scipy_gaussian_filter_nearest():
