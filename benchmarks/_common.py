@@ -54,6 +54,14 @@ def peak_memory(module: str, table: str, method: str, path: Path, warm: str) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def paired_rounds(ratios: list[float]) -> str:
+    """``1.05x the median of 3 rounds (1.02, 1.05, 1.09)``: paired ratios, their median first."""
+    import statistics
+
+    return (f"{statistics.median(ratios):.2f}x the median of {len(ratios)} rounds "
+            f"({', '.join(f'{r:.2f}' for r in ratios)})")
+
+
 def arguments(description: str, repeats: int):
     """The options every benchmark takes: --quick, --no-memory, --repeats."""
     import argparse

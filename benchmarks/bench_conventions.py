@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import distillscope as ds
-from _common import arguments, status_mib
+from _common import arguments, paired_rounds, status_mib
 from bench_analyze import make_store
 
 
@@ -92,15 +92,10 @@ def main(argv=None) -> int:
                 print(f"{'every convention, one analysis each (sum)':<58} {alone:8.2f}s "
                       f"{alone / base:5.2f}x")
             print(f"{'--convention all (one pass)':<58} {best['all']:8.2f}s "
-                  f"{best['all'] / base:5.2f}x  best against best; {_rounds(paired)} wall "
-                  f"clock, {_rounds(paired_cpu)} CPU seconds (target <= 1.30x)")
+                  f"{best['all'] / base:5.2f}x  best against best; {paired_rounds(paired)} wall "
+                  f"clock, {paired_rounds(paired_cpu)} CPU seconds (target <= 1.30x)")
         print(f"peak RSS {status_mib('VmHWM'):.0f} MiB")
     return 0
-
-
-def _rounds(ratios: list[float]) -> str:
-    return (f"{np.median(ratios):.2f}x the median of {len(ratios)} rounds "
-            f"({', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

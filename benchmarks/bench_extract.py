@@ -16,7 +16,10 @@ one plan, every forward pass under ``torch.inference_mode()``:
 
 After one untimed round of the forward passes and the extraction, the bare loop runs once
 and the other two alternate ``--repeats`` times. Prints ratios to the forward passes alone,
-best against best and the median of each extraction over the forward passes just before it
+best against best and the median of each extraction over the forward passes just before it,
+in wall-clock and in CPU seconds (``time.process_time``, every thread; blind to stolen time),
+and on a CPU each extraction's time over the time its own forward passes took (immune to the
+drift between minutes, which the pairs are not)
 (targets: <= 1.1x on a CPU, >= 0.8x of their throughput, i.e. <= 1.25x the time, on a GPU),
 and the store's write rate during assembly.
 """
@@ -29,11 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import arguments  # noqa: E402
+from _common import arguments, paired_rounds  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "extract" / "configs" / "default.toml"
 
@@ -55,6 +56,21 @@ def batch_inputs(plan) -> dict:
             _input(plan, m, c, s).to(plan.device).contiguous(memory_format=fmt)
             for m in plan.models for c in plan.config.conditions
             for s in range(0, len(plan.data), plan.batch_size)}
+
+
+def timed_forwards(models) -> list[float]:
+    """Wrap each model's ``forward`` (hooks included) to add its wall time to the returned
+    one-element list (CPU only: a CUDA forward returns before its kernels finish)."""
+    total = [0.0]
+    for model in models:
+        def forward(x, _forward=model.forward):
+            t0 = time.perf_counter()
+            try:
+                return _forward(x)
+            finally:
+                total[0] += time.perf_counter() - t0
+        model.forward = forward
+    return total
 
 
 def run_models(plan, make_input, autocast=None) -> None:
@@ -119,35 +135,47 @@ def main(argv=None) -> int:
                        .contiguous(memory_format=fmt), autocast)
 
         timing = {"assemble": float("inf")}
+        inside = []  # per extraction: (its wall time, the part spent in the models' forward)
+        timed = timed_forwards(plan.models) if device == "cpu" else None
 
         def extraction():
             shutil.rmtree(plan.work, ignore_errors=True)
             plan.output.unlink(missing_ok=True)
             plan.work.mkdir()
-            _extract_shards(plan, progress=False)
             t0 = time.perf_counter()
+            if timed:
+                timed[0] = 0.0
+            _extract_shards(plan, progress=False)
+            t1 = time.perf_counter()
             _assemble(plan, overwrite=True)
-            timing["assemble"] = min(timing["assemble"], time.perf_counter() - t0)
+            t2 = time.perf_counter()
+            timing["assemble"] = min(timing["assemble"], t2 - t1)
+            if timed:
+                inside.append((t2 - t0, timed[0]))
             shutil.rmtree(plan.work)
 
         methods = {"forward only (inputs prebuilt)": forward_only, "bare loop": bare_loop,
                    "distillscope extract": extraction}
         best = dict.fromkeys(methods, float("inf"))
-        paired = []  # extraction / the forward passes just before it: a shared machine's speed
-        for i in range(-1, args.repeats):  # drifts by 10-20% between minutes: pairs, interleaved
+        # extraction / the forward passes just before it, in wall-clock and in CPU seconds: a
+        # shared machine's speed drifts by 10-20% between minutes, and the time its virtual
+        # CPUs are stolen counts in wall clock only
+        paired, paired_cpu = [], []
+        for i in range(-1, args.repeats):
             for name, fn in methods.items():
                 if name == "bare loop" and i:  # the slow reference: once is enough
                     continue
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 fn()
                 if i < 0:  # a warm-up round (threads, allocator, page cache), not timed
                     continue
-                last = time.perf_counter() - t0
+                last, cpu = time.perf_counter() - t0, time.process_time() - cpu0
                 best[name] = min(best[name], last)
                 if name.startswith("forward"):
-                    floor_now = last
+                    floor_now = last, cpu
                 elif name == "distillscope extract":
-                    paired.append(last / floor_now)
+                    paired.append(last / floor_now[0])
+                    paired_cpu.append(cpu / floor_now[1])
         images = n * len(config.conditions) * len(plan.models)
         size = plan.output.stat().st_size
         where = (torch.cuda.get_device_name() if device == "cuda"
@@ -162,8 +190,11 @@ def main(argv=None) -> int:
                   f"{t / floor:5.2f}x vs baseline (forward only)")
         target = "<= 1.25x (0.8x the throughput)" if device == "cuda" else "<= 1.1x"
         print(f"  extraction / forward passes alone: {best['distillscope extract'] / floor:.2f}x "
-              f"best against best; {np.median(paired):.2f}x the median of {len(paired)} paired "
-              f"runs ({', '.join(f'{r:.2f}' for r in paired)}) (target {target})")
+              f"best against best; {paired_rounds(paired)} wall "
+              f"clock, {paired_rounds(paired_cpu)} CPU seconds (target {target})")
+        if inside:  # drift between minutes cancels: numerator and denominator share them
+            print(f"  within each extraction, its time over its own forward passes (hooks "
+                  f"included): {paired_rounds([t / f for t, f in inside[1:]])}")
         print(f"  store write rate (assembly from shards): {size / 2**20:.1f} MiB in "
               f"{timing['assemble']:.2f} s = {size / 2**20 / timing['assemble']:.0f} MiB/s")
     finally:
