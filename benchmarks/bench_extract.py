@@ -135,7 +135,8 @@ def main(argv=None) -> int:
                        .contiguous(memory_format=fmt), autocast)
 
         timing = {"assemble": float("inf")}
-        inside = []  # per extraction: (its wall time, the part spent in the models' forward)
+        # per extraction, the warm-up's first: (its wall time, the part in the models' forward)
+        inside = []
         timed = timed_forwards(plan.models) if device == "cpu" else None
 
         def extraction():
@@ -143,14 +144,14 @@ def main(argv=None) -> int:
             plan.output.unlink(missing_ok=True)
             plan.work.mkdir()
             t0 = time.perf_counter()
-            if timed:
+            if timed is not None:
                 timed[0] = 0.0
             _extract_shards(plan, progress=False)
             t1 = time.perf_counter()
             _assemble(plan, overwrite=True)
             t2 = time.perf_counter()
             timing["assemble"] = min(timing["assemble"], t2 - t1)
-            if timed:
+            if timed is not None:
                 inside.append((t2 - t0, timed[0]))
             shutil.rmtree(plan.work)
 
@@ -192,7 +193,8 @@ def main(argv=None) -> int:
         print(f"  extraction / forward passes alone: {best['distillscope extract'] / floor:.2f}x "
               f"best against best; {paired_rounds(paired)} wall "
               f"clock, {paired_rounds(paired_cpu)} CPU seconds (target {target})")
-        if inside:  # drift between minutes cancels: numerator and denominator share them
+        if inside:  # drift between minutes cancels: numerator and denominator share them;
+            # inside[0] is the warm-up round's
             print(f"  within each extraction, its time over its own forward passes (hooks "
                   f"included): {paired_rounds([t / f for t, f in inside[1:]])}")
         print(f"  store write rate (assembly from shards): {size / 2**20:.1f} MiB in "

@@ -252,9 +252,8 @@ def _run_attributes(plan: Plan, values: Values, variables: set[str]) -> dict:
         "versions": _versions(), "metrics": ", ".join(m.name for m in plan.metrics),
         "block_rows": plan.rows,
     }
-    computed = {m.name for m in plan.metrics}
-    omitted = [m.name for m in select(plan.options.metrics)
-               if m.name in conv.omits and m.name not in computed]
+    left_out = plan.options.left_out(conv)
+    omitted = [m.name for m in select(plan.options.metrics) if m.name in left_out]
     if omitted:
         attrs["omitted_metrics"] = (", ".join(omitted) + f": left out by convention {conv.name} "
                                     "(docs/metrics.md#named-conventions); named in metrics=, "

@@ -177,8 +177,7 @@ class AnalysisOptions:
             return options
         from ..metrics.registry import select
 
-        omitted = (set.intersection(*(set(c.omits) for c in options.conventions()))
-                   - options.named_metrics)
+        omitted = set.intersection(*(options.left_out(c) for c in options.conventions()))
         chosen = [m.name for m in select(options.metrics)
                   if m.family not in dropped and m.name not in omitted]
         if park_kim and "frequency" not in dropped:
@@ -194,6 +193,11 @@ class AnalysisOptions:
         """The metrics named one by one, not through "default" or "all": a convention's
         ``omits`` do not apply to them."""
         return set(self.metrics or ()) - {"default", "all"}
+
+    def left_out(self, convention: Convention) -> set[str]:
+        """The metrics ``convention`` leaves out of this analysis: its ``omits`` but those
+        named one by one."""
+        return set(convention.omits) - self.named_metrics
 
     @property
     def several(self) -> bool:

@@ -296,8 +296,8 @@ def _metrics(options: AnalysisOptions, convention: Convention) -> list[Metric]:
     """The chosen metrics but those the convention omits (unless named), those it adds, and
     the descriptors of every representation (always there)."""
     try:
-        chosen = [m for m in select(options.metrics)
-                  if m.name not in convention.omits or m.name in options.named_metrics]
+        left_out = options.left_out(convention)
+        chosen = [m for m in select(options.metrics) if m.name not in left_out]
         chosen += [m for m in select(list(convention.metrics)) if m not in chosen]
         return chosen + [m for m in select("all") if m.family == "descriptor" and m not in chosen]
     except KeyError as err:
